@@ -142,7 +142,7 @@ class MemoryStore:
                 if e.id not in self._payloads and e.id not in self._erased:
                     found.append(e.id)
         found.sort(key=lambda i: (self._by_id[i].header.timestamp, i))
-        return found[:limit]
+        return found[: max(limit, 0)]  # a negative limit means none, not 'all but n'
 
     def record_fork(self, proof: ForkProof) -> bool:
         key = (proof.first.id, proof.second.id)
