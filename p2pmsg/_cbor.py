@@ -5,7 +5,9 @@ text strings, null and nested arrays (no maps, no floats, no tags), so the canon
 form is simply "shortest integer/length heads, definite lengths" (RFC 8949 §4.2.1).
 
 :func:`loads_canonical` decodes and then re-encodes: input whose bytes differ from
-the canonical re-encoding is rejected. Every failure is a :class:`DecodeError`.
+the canonical re-encoding (longer heads, indefinite lengths, trailing bytes) is
+rejected as NON_CANONICAL; bytes that are not CBOR at all are MALFORMED. Every
+failure is a :class:`DecodeError`. docs/protocol.md states these rules.
 """
 
 from __future__ import annotations
@@ -35,12 +37,15 @@ def loads_canonical(data: bytes, what: str, max_size: int) -> Any:
         raise DecodeError(Reason.TOO_LARGE, f"{what}: {len(data)} bytes > limit {max_size}")
     data = bytes(data)
     try:
+        # Indefinite lengths are decoded (not refused) so that the re-encoding check
+        # below reports them as NON_CANONICAL: they are well-formed, just not canonical.
         value = cbor2.loads(
-            data, max_depth=8, allow_indefinite=False, allow_duplicate_keys=False
+            data, max_depth=8, allow_indefinite=True, allow_duplicate_keys=False
         )
     except (cbor2.CBORError, ValueError, TypeError, OverflowError, RecursionError,
             MemoryError, IndexError, KeyError, UnicodeDecodeError) as exc:
-        raise DecodeError(Reason.MALFORMED, f"{what}: not valid CBOR ({type(exc).__name__})") from exc
+        problem = f"{what}: not valid CBOR ({type(exc).__name__})"
+        raise DecodeError(Reason.MALFORMED, problem) from exc
     try:
         again = cbor2.dumps(value, canonical=True)
     except (cbor2.CBORError, ValueError, TypeError, OverflowError) as exc:

@@ -30,6 +30,8 @@ __all__ = [
 CERT_VERSION = 1
 MAX_CERT_SIZE = 1024
 MAX_DISPLAY_NAME = 128  # characters
+MAX_CERT_TIME = (1 << 64) - 1
+"""Validity bounds are unsigned 64-bit milliseconds: CBOR major type 0, never a bignum."""
 
 
 class Role(enum.Enum):
@@ -76,7 +78,7 @@ class DeviceCertificate:
         return _cbor.dumps([self.body(), self.signature])
 
 
-def issue_certificate(
+def issue_certificate(  # noqa: PLR0917 - positional API kept; fields are distinct types
     org_root: Identity,
     device: bytes,
     role: Role,
@@ -89,8 +91,8 @@ def issue_certificate(
         raise ValueError("device key must be 32 bytes")
     if not 0 < len(display_name) <= MAX_DISPLAY_NAME:
         raise ValueError(f"display name must have 1..{MAX_DISPLAY_NAME} characters")
-    if not 0 <= valid_from < valid_until:
-        raise ValueError("validity window is empty")
+    if not 0 <= valid_from < valid_until <= MAX_CERT_TIME:
+        raise ValueError("validity window is empty or not unsigned 64-bit milliseconds")
     unsigned = DeviceCertificate(
         org_root.public_key, device, role, display_name, valid_from, valid_until
     )
@@ -109,8 +111,10 @@ def decode_certificate(data: bytes) -> DeviceCertificate:
     body = _cbor.loads_canonical(body_bytes, "certificate body", MAX_CERT_SIZE)
     if type(body) is not list or not body:
         raise DecodeError(Reason.MALFORMED, "certificate body: expected an array")
-    if body[0] != CERT_VERSION or type(body[0]) is not int:
-        raise DecodeError(Reason.UNKNOWN_VERSION, f"certificate version {body[0]!r}")
+    if type(body[0]) is not int:
+        raise DecodeError(Reason.MALFORMED, "certificate: version is not an integer")
+    if body[0] != CERT_VERSION:
+        raise DecodeError(Reason.UNKNOWN_VERSION, f"certificate version {body[0]}")
     if len(body) != 7:
         raise DecodeError(Reason.MALFORMED, "certificate body: expected 7 fields")
     _, org, device, role, name, vfrom, vuntil = body
@@ -123,7 +127,7 @@ def decode_certificate(data: bytes) -> DeviceCertificate:
         and 0 < len(name) <= MAX_DISPLAY_NAME
         and type(vfrom) is int
         and type(vuntil) is int
-        and 0 <= vfrom < vuntil
+        and 0 <= vfrom < vuntil <= MAX_CERT_TIME
         and len(sig) == SIGNATURE_SIZE
     )
     if not ok:

@@ -44,8 +44,7 @@ class HybridClock:
         """Merge a timestamp seen on a received entry. False if it was too far ahead."""
         if physical_ms(remote) > wall_ms + self.max_drift_ms:
             return False
-        if remote > self.last:
-            self.last = remote
+        self.last = max(self.last, remote)
         return True
 
     @staticmethod

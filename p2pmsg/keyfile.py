@@ -42,7 +42,7 @@ def _checksum(seed: bytes) -> bytes:
 
 def save_identity(path: str | os.PathLike[str], identity: Identity,
                   passphrase: bytes | None = None) -> None:
-    """Write ``identity`` to ``path`` (mode 0600, fsync'd, atomic rename).
+    """Write ``identity`` to ``path`` (mode 0600, fsync'd, atomic: all or nothing).
 
     Refuses to overwrite an existing file: losing a key loses an identity.
     """
@@ -61,15 +61,27 @@ def save_identity(path: str | os.PathLike[str], identity: Identity,
         )
         boxed = nacl.secret.SecretBox(key).encrypt(seed)
         body = f"{_MAGIC} argon2id\n{base64.b64encode(salt + bytes(boxed)).decode()}\n"
-    tmp = target.with_name(f".{target.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # A fresh, exclusively created temporary name (never follows a planted symlink),
+    # then link(2) into place: unlike rename, link fails if the target appeared in the
+    # meantime, so a key created concurrently is never overwritten.
+    tmp = target.with_name(f".{target.name}.{nacl.utils.random(8).hex()}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(tmp, flags, 0o600)
     try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, body.encode())
-        os.fsync(fd)
+        try:
+            os.fchmod(fd, 0o600)
+            data = body.encode()
+            while data:
+                data = data[os.write(fd, data) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, target)
+        except FileExistsError as exc:
+            raise KeyFileError(f"{target}: already exists; refusing to overwrite a key") from exc
     finally:
-        os.close(fd)
-    os.replace(tmp, target)
+        tmp.unlink(missing_ok=True)
     dir_fd = os.open(target.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
