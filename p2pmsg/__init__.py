@@ -31,6 +31,10 @@ from .identity import Domain as Domain
 from .identity import Identity as Identity
 from .keyfile import load_identity as load_identity
 from .keyfile import save_identity as save_identity
+from .node import Node as Node
+from .node import NodeConfig as NodeConfig
+from .node import open_node as open_node
+from .node import serve_node as serve_node
 from .store import MemoryStore as MemoryStore
 from .store import PayloadState as PayloadState
 from .store import SqliteStore as SqliteStore
@@ -52,6 +56,8 @@ __all__ = [
     "KeyFileError",
     "LocalProtocolError",
     "MemoryStore",
+    "Node",
+    "NodeConfig",
     "P2PMsgError",
     "PayloadState",
     "Reason",
@@ -67,6 +73,8 @@ __all__ = [
     "decode_entry",
     "issue_certificate",
     "load_identity",
+    "open_node",
     "save_identity",
+    "serve_node",
     "verify_certificate",
 ]

@@ -16,11 +16,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from p2pmsg.entry import TOPIC_SIZE, Entry, create_entry
 from p2pmsg.identity import Identity
 
 __all__ = ["Chain", "build_chain"]
+
+# Property tests check behaviour, not speed: a loaded 2-core CI machine must not turn
+# a slow example into a failure. Speed targets live in benchmarks/.
+settings.register_profile(
+    "p2pmsg", deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "p2pmsg"))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,592 @@
+"""The trio node runtime: :func:`open_node`, :func:`serve_node` and :class:`Node`.
+
+Theory of operation
+-------------------
+A node owns a store, a :class:`~p2pmsg.sync.LogIndex` loaded from the store's log
+heads, a hybrid logical clock, and a **peer manager**:
+
+* every transport serves inbound connections (``nursery.start(t.serve, ...)``);
+* every peer hint (configured peers, discovery sources) gets one *dial loop* that
+  keeps a session to that peer alive: dial, run the session, and after it ends or a
+  dial fails wait a jittered exponential backoff (``reconnect_initial`` doubling up
+  to ``reconnect_max``, x0.5..1.5) and dial again;
+* **exactly one session per peer pair**: when a second connection to the same
+  peer appears (both sides dialed at once), both nodes keep the connection that was
+  dialed by the *lower* node id and close the other. Both apply the same rule to
+  the same two connections, so they agree without talking. A new connection
+  dialed by the same side as the existing one replaces it (the old one is
+  presumably half-dead).
+
+Each session (:mod:`p2pmsg.node.session`) drives a sans-IO ``SyncConnection``; its
+events come back here (:meth:`Node._handle_event`): ranges are read from the store,
+received runs are appended (the store checks linkage; the machine already
+chain-verified them), pushed live to the other sessions and to subscribers, and
+their deferred signatures are checked by a background task (see
+:meth:`Node._signature_checker`). Everything runs in the trio thread.
+
+Logging uses the ``p2pmsg.node`` logger and never includes keys or payloads —
+only short ids (12 hex digits of a hash) and counts.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import deque
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, fields
+from typing import Any
+
+import trio
+
+from ..entry import MAX_DEPS, Entry, create_entry
+from ..errors import ForkError, RemoteProtocolError, StoreError, TransportError
+from ..forks import ForkProof
+from ..hlc import HybridClock
+from ..identity import short_id
+from ..net.base import PeerHint, PeerStream, Transport
+from ..store.base import Store
+from ..sync import LogIndex, SyncConfig, events
+from ..sync import commands as cmd
+from ..sync import events as ev
+from ..validate import find_bad_signatures
+from .config import NodeConfig
+from .session import Session
+from .subscription import Subscription
+
+__all__ = ["BadSignatureEvidence", "Node", "NodeStatistics", "open_node", "serve_node"]
+
+log = logging.getLogger("p2pmsg.node")
+_LAZY_CHUNK = 128
+_LAZY_IDLE = 0.05
+"""Deferred signature checks wait until no run was applied for this many seconds..."""
+_LAZY_MAX_BACKLOG = 200_000
+"""...unless this many entries are waiting: then they are checked regardless."""
+
+
+@dataclass(slots=True)
+class NodeStatistics:
+    """Counters over the node's lifetime (:meth:`Node.statistics` returns a copy)."""
+
+    sessions: int = 0
+    """Sessions currently open."""
+    sessions_opened: int = 0
+    sessions_closed: int = 0
+    duplicate_connections_closed: int = 0
+    """Connections dropped by the one-session-per-peer rule."""
+    peers_refused: int = 0
+    """Inbound connections refused by ``policy.allow_peer``."""
+    dial_attempts: int = 0
+    dial_failures: int = 0
+    protocol_errors: int = 0
+    """Sessions ended because the peer broke the protocol."""
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    entries_appended: int = 0
+    """Entries this node authored."""
+    entries_received: int = 0
+    """Entries newly stored from peers."""
+    duplicate_entries: int = 0
+    """Received entries that were already stored (redundant deliveries)."""
+    entries_sent: int = 0
+    """Entries handed to sessions in answers to ranges (live offers not counted)."""
+    forks: int = 0
+    diverged_logs: int = 0
+    """Conflicting entries below our head reported by sessions (``LogDiverged``)."""
+    bad_signature_logs: int = 0
+    lazy_verified: int = 0
+    """Deferred signatures checked by the background task."""
+    lazy_pending: int = 0
+    subscriber_overflows: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class BadSignatureEvidence:
+    """An entry accepted by chain verification whose own signature is invalid."""
+
+    entry: Entry
+    """The offending entry (its log is frozen on this node from then on)."""
+    peer_id: bytes
+    """The peer that delivered it."""
+
+
+class Node:
+    """A running node. Obtain one from :func:`open_node`; do not construct directly."""
+
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.identity = config.identity
+        self.id: bytes = config.identity.public_key
+        self.name = config.name or short_id(self.id)
+        self.store: Store = config.store
+        self.policy = config.policy
+        self.topics: tuple[bytes, ...] = tuple(config.topics)
+        self.sync_config: SyncConfig = config.sync if config.sync is not None else SyncConfig()
+        self.index = LogIndex()
+        self.hlc = HybridClock()
+        self._rng = random.Random(config.seed)
+        self._stats = NodeStatistics()
+        self._sessions: dict[bytes, Session] = {}
+        self._dialing: dict[bytes, list[str]] = {}
+        self._changed = trio.lowlevel.ParkingLot()
+        self._subscribers: dict[bytes, list[Subscription]] = {}
+        self._lazy: deque[tuple[bytes, tuple[Entry, ...]]] = deque()
+        self._lazy_wake = trio.lowlevel.ParkingLot()
+        self._lazy_backlog = 0
+        self._last_applied_at = float("-inf")
+        self._bad_logs: dict[tuple[bytes, bytes], BadSignatureEvidence] = {}
+        self._nursery: trio.Nursery | None = None
+        self._load_from_store()
+
+    def __repr__(self) -> str:
+        return f"Node({self.name})"
+
+    def _load_from_store(self) -> None:
+        last = 0
+        for topic in self.store.topics():
+            heads: list[Entry] = []
+            for h in self.store.heads(topic):
+                entry = self.store.head(h.author, topic)
+                if entry is not None:
+                    heads.append(entry)
+                    if h.author == self.id:
+                        last = max(last, entry.header.timestamp)
+            self.index.load_heads(topic, heads)
+        self.hlc = HybridClock(last=last)
+
+    # -- application API ----------------------------------------------------------
+
+    async def append(
+        self, topic: bytes, payload: bytes, deps: Iterable[bytes] | None = None
+    ) -> Entry:
+        """Write a new entry to this node's log in ``topic``; store it, then push it live.
+
+        ``deps`` defaults to the head ids of the other authors' logs in the topic
+        (at most :data:`~p2pmsg.entry.MAX_DEPS`, the most recent by HLC time).
+        Durable when this returns (as durable as the store's ``append``).
+        """
+        await trio.lowlevel.checkpoint()
+        head = self.store.head(self.id, topic)
+        if deps is None:
+            deps = self._default_deps(topic)
+        entry = create_entry(
+            self.identity,
+            topic,
+            seq=1 if head is None else head.header.seq + 1,
+            backlink=None if head is None else head.id,
+            timestamp=self.hlc.tick(self.config.wall_clock()),
+            payload=payload,
+            deps=deps,
+        )
+        self.store.append([entry], {entry.id: payload})
+        self.index.update([entry])
+        self._stats.entries_appended += 1
+        self._after_new_entries((entry,), {entry.id: payload}, origin=None)
+        return entry
+
+    def _default_deps(self, topic: bytes) -> list[bytes]:
+        others = [
+            e
+            for h in self.store.heads(topic)
+            if h.author != self.id and (e := self.store.head(h.author, topic)) is not None
+        ]
+        others.sort(key=lambda e: (e.header.timestamp, e.id), reverse=True)
+        return [e.id for e in others[:MAX_DEPS]]
+
+    def read(self, topic: bytes) -> list[Entry]:
+        """Every stored entry of ``topic`` in display order: HLC timestamp, then id.
+
+        Entries of a log frozen for a bad signature are shown only up to the entry
+        before the bad one.
+        """
+        result: list[Entry] = []
+        for h in self.store.heads(topic):
+            end = h.seq
+            bad = self._bad_logs.get((h.author, topic))
+            if bad is not None:
+                end = min(end, bad.entry.header.seq - 1)
+            result.extend(self.store.get_range(h.author, topic, 1, end))
+        result.sort(key=lambda e: (e.header.timestamp, e.id))
+        return result
+
+    def payload(self, entry: Entry) -> bytes | None:
+        """The payload bytes of a stored entry, or None (missing or erased)."""
+        value = self.store.get_payload(entry.id)
+        return value if isinstance(value, bytes) else None
+
+    def subscribe(self, topic: bytes) -> Subscription:
+        """A live feed of new verified entries of ``topic`` (own and received).
+
+        Use ``async with node.subscribe(t) as sub: async for entry in sub: ...``.
+        The buffer holds ``config.subscriber_buffer`` entries; a subscriber that
+        falls further behind is ended (``sub.overflowed``), never waited for.
+        """
+        sub = Subscription(topic, self.config.subscriber_buffer, self._unsubscribe)
+        self._subscribers.setdefault(topic, []).append(sub)
+        return sub
+
+    def _unsubscribe(self, sub: Subscription) -> None:
+        subs = self._subscribers.get(sub.topic, [])
+        if sub in subs:
+            subs.remove(sub)
+
+    def connected_peers(self) -> list[bytes]:
+        """Node ids with an open session that completed its hello."""
+        return sorted(p for p, s in self._sessions.items() if s.hello_received)
+
+    async def wait_for_peer(self, peer_id: bytes) -> None:
+        """Return once a session with ``peer_id`` has exchanged hellos."""
+        while True:
+            session = self._sessions.get(peer_id)
+            if session is not None and session.hello_received:
+                await trio.lowlevel.checkpoint()
+                return
+            await self._changed.park()
+
+    async def wait_synced(self, topic: bytes, peer_id: bytes) -> None:
+        """Return once the current session with ``peer_id`` finished the initial
+        reconciliation of ``topic`` (both directions asked; ``TopicSynced``)."""
+        while True:
+            session = self._sessions.get(peer_id)
+            if session is not None and topic in session.synced_topics:
+                await trio.lowlevel.checkpoint()
+                return
+            await self._changed.park()
+
+    async def wait_for_entries(self, topic: bytes, count: int) -> None:
+        """Return once at least ``count`` entries of ``topic`` are stored here."""
+        while sum(h.seq for h in self.store.heads(topic)) < count:
+            await self._changed.park()
+        await trio.lowlevel.checkpoint()
+
+    def bad_signatures(self) -> list[BadSignatureEvidence]:
+        """Evidence of authors caught signing invalid entries (kept in memory)."""
+        return list(self._bad_logs.values())
+
+    def statistics(self) -> NodeStatistics:
+        """A copy of the node's counters."""
+        stats = NodeStatistics(
+            **{f.name: getattr(self._stats, f.name) for f in fields(self._stats)}
+        )
+        stats.sessions = len(self._sessions)
+        stats.lazy_pending = self._lazy_backlog
+        return stats
+
+    # -- peer manager -------------------------------------------------------------
+
+    def add_peer(self, hint: PeerHint) -> None:
+        """Dial ``hint`` and keep a session to it for the node's lifetime."""
+        if hint.node_id == self.id:
+            return
+        addresses = self._dialing.get(hint.node_id)
+        if addresses is not None:
+            if hint.address not in addresses:
+                addresses.append(hint.address)
+            return
+        if not self.policy.allow_peer(hint.node_id):
+            log.info("%s: not dialing %s: policy refuses the peer", self.name,
+                     short_id(hint.node_id))
+            return
+        self._dialing[hint.node_id] = [hint.address]
+        assert self._nursery is not None, "add_peer needs a running node"
+        self._nursery.start_soon(self._dial_loop, hint.node_id)
+
+    def _transport_for(self, address: str) -> Transport | None:
+        scheme = address.split("://", 1)[0]
+        for t in self.config.transports:
+            if t.scheme == scheme:
+                return t
+        return None
+
+    def _backoff(self, attempt: int) -> float:
+        growth = 2.0 ** min(attempt, 30)
+        base = min(self.config.reconnect_max, self.config.reconnect_initial * growth)
+        return base * self._rng.uniform(0.5, 1.5)
+
+    async def _dial_loop(self, peer_id: bytes) -> None:
+        failures = 0
+        addresses = self._dialing[peer_id]
+        while True:
+            existing = self._sessions.get(peer_id)
+            if existing is not None:
+                await existing.closed.wait()
+                await trio.sleep(self._backoff(0))
+                continue
+            address = addresses[failures % len(addresses)]
+            transport = self._transport_for(address)
+            if transport is None:
+                log.warning("%s: no transport for %s", self.name, address.split("://")[0])
+                return
+            self._stats.dial_attempts += 1
+            try:
+                stream = await transport.dial(address, peer_id)
+            except TransportError as exc:
+                self._stats.dial_failures += 1
+                log.debug("%s: dial %s failed: %s", self.name, short_id(peer_id), exc)
+                await trio.sleep(self._backoff(failures))
+                failures += 1
+                continue
+            session = self._adopt(stream, initiator=True)
+            if session is not None:
+                await session.run()
+                if session.hello_received:
+                    failures = 0
+                else:
+                    failures += 1  # refused or broken before the hello: back off
+            await trio.sleep(self._backoff(failures))
+
+    async def _handle_inbound(self, stream: PeerStream) -> None:
+        if stream.remote_id == self.id or not self.policy.allow_peer(stream.remote_id):
+            self._stats.peers_refused += 1
+            log.info("%s: refused connection from %s (policy)", self.name,
+                     short_id(stream.remote_id))
+            await trio.aclose_forcefully(stream)
+            return
+        session = self._adopt(stream, initiator=False)
+        if session is not None:
+            await session.run()
+
+    def _adopt(self, stream: PeerStream, *, initiator: bool) -> Session | None:
+        """Register a new connection, applying the one-session-per-peer rule."""
+        session = Session(self, stream, initiator=initiator)
+        existing = self._sessions.get(session.peer_id)
+        if existing is not None:
+            if existing.initiator_id < session.initiator_id:
+                self._stats.duplicate_connections_closed += 1
+                log.debug("%s: duplicate connection to %s dropped", self.name,
+                          session.short_peer)
+                self._nursery_close(stream)
+                return None
+            self._stats.duplicate_connections_closed += 1
+            existing.close("replaced by a preferred connection")
+        self._sessions[session.peer_id] = session
+        self._stats.sessions_opened += 1
+        log.info("%s: session with %s opened (%s)", self.name, session.short_peer,
+                 "outbound" if initiator else "inbound")
+        self._changed.unpark_all()
+        return session
+
+    def _nursery_close(self, stream: PeerStream) -> None:
+        assert self._nursery is not None
+        self._nursery.start_soon(trio.aclose_forcefully, stream)
+
+    def _session_ended(self, session: Session) -> None:
+        if self._sessions.get(session.peer_id) is session:
+            del self._sessions[session.peer_id]
+        self._stats.sessions_closed += 1
+        log.info("%s: session with %s closed: %s", self.name, session.short_peer,
+                 session.close_reason or "done")
+        self._changed.unpark_all()
+
+    def _protocol_error(self, session: Session, exc: RemoteProtocolError) -> None:
+        self._stats.protocol_errors += 1
+        log.warning("%s: peer %s broke the protocol: %s", self.name, session.short_peer,
+                    exc.reason)
+
+    # -- sync events --------------------------------------------------------------
+
+    def _handle_event(self, session: Session, event: events.Event) -> bool:
+        """React to one machine event. True when the connection is finished."""
+        if isinstance(event, ev.HelloReceived):
+            session.hello_received = True
+            session.granted_topics = frozenset(event.topics)
+            self._changed.unpark_all()
+        elif isinstance(event, ev.EntriesNeeded):
+            self._answer_range(session, event)
+        elif isinstance(event, ev.EntriesReceived):
+            self._apply_entries(session, event)
+        elif isinstance(event, ev.PayloadsNeeded):
+            answer: dict[bytes, bytes | None] = {}
+            headers: list[Entry] = []
+            for entry_id in event.entry_ids:
+                value = self.store.get_payload(entry_id)
+                entry = self.store.get_entry(entry_id)
+                if isinstance(value, bytes) and entry is not None and entry.topic == event.topic:
+                    answer[entry_id] = value
+                    headers.append(entry)
+                else:
+                    answer[entry_id] = None
+            session.command(cmd.SendPayloads(answer, headers))
+        elif isinstance(event, ev.PayloadsReceived):
+            try:
+                for entry_id, payload in event.payloads.items():
+                    try:
+                        self.store.put_payload(entry_id, payload)
+                    except StoreError as exc:
+                        log.warning("%s: payload from %s rejected: %s", self.name,
+                                    session.short_peer, exc)
+            finally:
+                session.command(cmd.EntriesApplied(event.token))
+        elif isinstance(event, ev.LogDiverged):
+            self._stats.diverged_logs += 1
+            log.warning("%s: peer %s sent a conflicting entry of author %s in topic %s "
+                        "at seq %d (fork below our head)", self.name, session.short_peer,
+                        short_id(event.author), short_id(event.topic), event.seq)
+        elif isinstance(event, ev.ForkProofReceived):
+            self._record_fork(event.proof, origin=session)
+        elif isinstance(event, ev.TopicSynced):
+            session.synced_topics.add(event.topic)
+            self._changed.unpark_all()
+        elif isinstance(event, ev.ConnectionClosed):
+            session.close_reason = session.close_reason or event.reason
+            return True
+        return False
+
+    def _answer_range(self, session: Session, event: ev.EntriesNeeded) -> None:
+        entries = self.store.get_range(event.author, event.topic, event.start, event.end)
+        payloads: dict[bytes, bytes] = {}
+        for entry in entries:
+            value = self.store.get_payload(entry.id)
+            if isinstance(value, bytes):
+                payloads[entry.id] = value
+        self._stats.entries_sent += len(entries)
+        session.command(cmd.SendEntries(tuple(entries), payloads))
+
+    def _apply_entries(self, session: Session, event: ev.EntriesReceived) -> None:
+        entries: tuple[Entry, ...] = tuple(event.entries)
+        try:
+            if entries and (entries[0].author, entries[0].topic) in self._bad_logs:
+                return  # the author misbehaved; its log is frozen here
+            try:
+                result = self.store.append(entries, event.payloads)
+            except ForkError as exc:
+                self._record_fork(exc.proof, origin=None)
+                return
+            except StoreError as exc:
+                # E.g. a concurrent session already extended the log differently
+                # from what this run assumed; the machine will ask again.
+                log.info("%s: run from %s not stored: %s", self.name, session.short_peer, exc)
+                return
+            self._stats.duplicate_entries += result.duplicates
+            if not result.added:
+                return
+            self.index.update(result.added)
+            self._stats.entries_received += len(result.added)
+            wall = self.config.wall_clock()
+            self.hlc.observe(max(e.header.timestamp for e in result.added), wall)
+            self._lazy.append((session.peer_id, result.added))
+            self._lazy_backlog += len(result.added)
+            self._last_applied_at = trio.current_time()
+            self._lazy_wake.unpark_all()
+            added_ids = {e.id for e in result.added}
+            payloads = {k: v for k, v in event.payloads.items() if k in added_ids}
+            self._after_new_entries(result.added, payloads, origin=session)
+        finally:
+            session.command(cmd.EntriesApplied(event.token))
+
+    def _after_new_entries(
+        self, entries: Sequence[Entry], payloads: Mapping[bytes, bytes], origin: Session | None
+    ) -> None:
+        """Push new entries live to every other session, then to subscribers."""
+        for session in list(self._sessions.values()):
+            if session is not origin and session.hello_received:
+                session.command(cmd.Offer(tuple(entries), dict(payloads)))
+        for entry in entries:
+            subs = self._subscribers.get(entry.topic)
+            if not subs:
+                continue
+            for sub in list(subs):
+                if not sub._deliver(entry):
+                    if sub.overflowed:
+                        self._stats.subscriber_overflows += 1
+                        log.warning("%s: slow subscriber dropped (buffer full)", self.name)
+                    subs.remove(sub)
+        self._changed.unpark_all()
+
+    def _record_fork(self, proof: ForkProof, origin: Session | None) -> None:
+        if not self.store.record_fork(proof):
+            return
+        self._stats.forks += 1
+        author, topic = proof.log_id
+        log.warning("%s: fork by author %s in topic %s at seq %d; log frozen", self.name,
+                    short_id(author), short_id(topic), proof.seq)
+        for session in list(self._sessions.values()):
+            if session is not origin and session.hello_received:
+                session.command(cmd.SendForkProof(proof))
+        self._changed.unpark_all()
+
+    # -- lazy signature verification ---------------------------------------------
+
+    async def _signature_checker(self) -> None:
+        """Check the deferred signatures of received runs, off the hot path.
+
+        The machine verified each run by its last signature (chain verification);
+        here every other signature is checked in small chunks between checkpoints,
+        with lower priority than replication: checks wait until no run was applied
+        for ``_LAZY_IDLE`` seconds (so a catch-up is not slowed down by them),
+        unless more than ``_LAZY_MAX_BACKLOG`` entries wait.
+        A bad one is author misbehaviour: the evidence is kept in memory, logged,
+        and the (author, topic) log is frozen on this node — later runs of it are
+        not stored and :meth:`read` hides it from the bad entry on.
+        """
+        while True:
+            if not self._lazy:
+                await self._lazy_wake.park()
+                continue
+            quiet_at = self._last_applied_at + _LAZY_IDLE
+            if trio.current_time() < quiet_at and self._lazy_backlog < _LAZY_MAX_BACKLOG:
+                await trio.sleep_until(quiet_at)
+                continue
+            peer_id, run = self._lazy.popleft()
+            self._lazy_backlog -= len(run)
+            for i in range(0, len(run), _LAZY_CHUNK):
+                chunk = run[i : i + _LAZY_CHUNK]
+                bad = find_bad_signatures(chunk)
+                self._stats.lazy_verified += len(chunk)
+                if bad:
+                    self._flag_bad_signature(bad[0], peer_id)
+                    break
+                await trio.sleep(0)
+
+    def _flag_bad_signature(self, entry: Entry, peer_id: bytes) -> None:
+        key = entry.log_id
+        if key in self._bad_logs:
+            return
+        self._bad_logs[key] = BadSignatureEvidence(entry, peer_id)
+        self._stats.bad_signature_logs += 1
+        log.warning("%s: bad signature by author %s in topic %s at seq %d (from %s); "
+                    "log frozen", self.name, short_id(entry.author), short_id(entry.topic),
+                    entry.seq, short_id(peer_id))
+        self._changed.unpark_all()
+
+    async def _run_discovery(self, source: Any) -> None:
+        async for hint in source.hints():
+            self.add_peer(hint)
+
+
+@asynccontextmanager
+async def open_node(config: NodeConfig) -> AsyncIterator[Node]:
+    """Run a node for the duration of an ``async with`` block.
+
+    Serves every transport, dials configured and discovered peers, and closes all
+    sessions when the block exits (or is cancelled)::
+
+        async with p2pmsg.open_node(config) as node:
+            await node.append(topic, b"...")
+    """
+    node = Node(config)
+    async with trio.open_nursery() as nursery:
+        node._nursery = nursery
+        for transport in config.transports:
+            await nursery.start(transport.serve, node._handle_inbound)
+        nursery.start_soon(node._signature_checker)
+        for source in config.discovery:
+            nursery.start_soon(node._run_discovery, source)
+        for hint in config.peers:
+            node.add_peer(hint)
+        try:
+            yield node
+        finally:
+            nursery.cancel_scope.cancel()
+            for session in list(node._sessions.values()):
+                session.close("node shutting down")
+
+
+async def serve_node(
+    config: NodeConfig, *, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Run a node until cancelled: ``node = await nursery.start(serve_node, config)``."""
+    async with open_node(config) as node:
+        task_status.started(node)
+        await trio.sleep_forever()

@@ -1,0 +1,92 @@
+"""Connection states and the one transition table of the sync machine.
+
+docs/protocol-sync.md draws its state diagram from :data:`TRANSITIONS` (run
+``python -m p2pmsg.sync.states`` to print it as mermaid); tests check the two agree.
+Which message types may arrive in each state is :data:`ACCEPTS`; anything else is a
+``unexpected_message`` protocol error.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from .messages import MsgType
+
+__all__ = ["ACCEPTS", "OPEN_STATES", "TRANSITIONS", "State", "Trigger", "mermaid"]
+
+
+class State(enum.Enum):
+    """The lifecycle of one sync session."""
+
+    IDLE = "idle"
+    """Created; ``start()`` not called yet. The peer's HELLO may already arrive."""
+    HELLO_SENT = "hello_sent"
+    """Our HELLO is queued; waiting for the peer's HELLO."""
+    HELLO_RECEIVED = "hello_received"
+    """The peer's HELLO arrived before we called ``start()``; its GRANT waits for ours."""
+    AWAIT_GRANT = "await_grant"
+    """Both HELLOs exchanged, our GRANT sent; waiting for the peer's GRANT."""
+    ESTABLISHED = "established"
+    """Handshake done: reconciliation, transfer, live push, payload fetch, keepalive."""
+    CLOSED = "closed"
+    """Terminal. Incoming bytes, timers and commands are ignored (no-ops)."""
+
+
+class Trigger(enum.Enum):
+    """What moves the machine from one state to another."""
+
+    START = "start()"
+    RECV_HELLO = "recv HELLO"
+    RECV_GRANT = "recv GRANT"
+    CLOSE = "Close command"
+    RECV_CLOSE = "recv CLOSE"
+    EOF = "eof"
+    PROTOCOL_ERROR = "protocol error"
+    IDLE_TIMEOUT = "idle timeout"
+
+
+OPEN_STATES = (State.IDLE, State.HELLO_SENT, State.HELLO_RECEIVED, State.AWAIT_GRANT,
+               State.ESTABLISHED)
+
+TRANSITIONS: dict[tuple[State, Trigger], State] = {
+    (State.IDLE, Trigger.START): State.HELLO_SENT,
+    (State.IDLE, Trigger.RECV_HELLO): State.HELLO_RECEIVED,
+    (State.HELLO_SENT, Trigger.RECV_HELLO): State.AWAIT_GRANT,
+    (State.HELLO_RECEIVED, Trigger.START): State.AWAIT_GRANT,
+    (State.AWAIT_GRANT, Trigger.RECV_GRANT): State.ESTABLISHED,
+    **{
+        (s, t): State.CLOSED
+        for s in OPEN_STATES
+        for t in (Trigger.CLOSE, Trigger.RECV_CLOSE, Trigger.EOF, Trigger.PROTOCOL_ERROR,
+                  Trigger.IDLE_TIMEOUT)
+    },
+}
+"""(state, trigger) -> next state. A pair not in the table is not allowed."""
+
+_ALWAYS = frozenset({MsgType.PING, MsgType.PONG, MsgType.CLOSE})
+
+ACCEPTS: dict[State, frozenset[MsgType]] = {
+    State.IDLE: _ALWAYS | {MsgType.HELLO},
+    State.HELLO_SENT: _ALWAYS | {MsgType.HELLO},
+    State.HELLO_RECEIVED: _ALWAYS,
+    State.AWAIT_GRANT: _ALWAYS | {MsgType.GRANT},
+    State.ESTABLISHED: frozenset(MsgType) - {MsgType.HELLO, MsgType.GRANT},
+    State.CLOSED: frozenset(),
+}
+"""Message types a peer may send us in each state."""
+
+
+def mermaid() -> str:
+    """The transition table as a mermaid state diagram (close edges folded)."""
+    lines = ["stateDiagram-v2", "    [*] --> IDLE"]
+    for (src, trig), dst in TRANSITIONS.items():
+        if dst is State.CLOSED:
+            continue
+        lines.append(f"    {src.name} --> {dst.name}: {trig.value}")
+    lines.append("    OPEN --> CLOSED: Close / recv CLOSE / eof / protocol error / idle timeout")
+    lines.append("    CLOSED --> [*]")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    print(mermaid())
