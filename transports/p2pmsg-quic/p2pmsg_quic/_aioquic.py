@@ -1,6 +1,6 @@
 """Every aioquic internal this plugin relies on, in one place.
 
-aioquic has no public API for four things the transport needs, so these helpers
+aioquic has no public API for six things the transport needs, so these helpers
 reach into private state. ``tests/transports/test_quic_internals.py`` asserts each
 one still exists with the expected shape, so an aioquic upgrade that moves them
 fails loudly in CI instead of silently weakening authentication or backpressure.
@@ -17,21 +17,40 @@ fails loudly in CI instead of silently weakening authentication or backpressure.
 4. **Closing seen early**: ``QuicConnection._close_event`` is set as soon as a
    CONNECTION_CLOSE is received or sent, while the public ``ConnectionTerminated``
    event only comes after the 3 PTO draining period.
+5. **Read-side flow control**: aioquic doubles a stream's receive window
+   (``QuicConnection._write_stream_limits``) whenever the peer has used half of
+   it, whether or not the application read anything, so a fast peer could make a
+   slow reader buffer without limit. :class:`MutualQuicConnection` overrides that
+   method: the advertised limit is ``consumed + window`` where ``consumed`` is what
+   the application has taken (:attr:`MutualQuicConnection.read_offset`), so at most
+   ``window`` bytes are ever buffered per stream. It writes the MAX_STREAM_DATA
+   frame itself, using ``stream.max_stream_data_local(_sent)`` and
+   ``QuicConnection._on_max_stream_data_delivery`` (resend on loss).
+6. **Whether a datagram was accepted**: ``QuicConnection._network_paths`` is
+   empty until a packet decrypted, so a server connection built for a forged
+   Initial can be discarded at once (:func:`accepted_any_packet`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from aioquic.quic import events
-from aioquic.quic.connection import QuicConnection
+from aioquic.quic.connection import MAX_STREAM_DATA_FRAME_CAPACITY, QuicConnection
+from aioquic.quic.packet import QuicFrameType
+from aioquic.quic.packet_builder import QuicPacketBuilder
+from aioquic.quic.recovery import QuicPacketSpace
 from aioquic.quic.stream import QuicStream
 from cryptography import x509
 
 __all__ = [
     "MutualQuicConnection",
+    "accepted_any_packet",
     "close_event",
     "peer_certificate",
     "send_finished",
     "unacked_send_bytes",
+    "window_update_due",
 ]
 
 
@@ -42,10 +61,53 @@ class MutualQuicConnection(QuicConnection):
     then finds :func:`peer_certificate` is ``None`` and rejects the connection.
     """
 
+    receive_window: int | None = None
+    """Bytes a stream may buffer beyond what the application consumed (None: aioquic's
+    own doubling policy). Set it together with :attr:`read_offset`."""
+    read_offset: Callable[[int], int] | None = None
+    """stream id -> bytes of that stream the application has consumed."""
+
     def _initialize(self, peer_cid: bytes) -> None:
         super()._initialize(peer_cid)
         if not self._is_client:
             self.tls._request_client_certificate = True
+
+    def _write_stream_limits(
+        self, builder: QuicPacketBuilder, space: QuicPacketSpace, stream: QuicStream
+    ) -> None:
+        window, read_offset = self.receive_window, self.read_offset
+        if window is None or read_offset is None or not stream.max_stream_data_local:
+            super()._write_stream_limits(builder, space, stream)
+            return
+        target = read_offset(stream.stream_id) + window
+        # Grow only by what the application consumed, in steps of half a window
+        # (fewer MAX_STREAM_DATA frames); never shrink (RFC 9000 forbids it).
+        if target - stream.max_stream_data_local >= max(1, window // 2):
+            stream.max_stream_data_local = target
+        if stream.max_stream_data_local_sent != stream.max_stream_data_local:
+            buf = builder.start_frame(
+                QuicFrameType.MAX_STREAM_DATA,
+                capacity=MAX_STREAM_DATA_FRAME_CAPACITY,
+                handler=self._on_max_stream_data_delivery,
+                handler_args=(stream,),
+            )
+            buf.push_uint_var(stream.stream_id)
+            buf.push_uint_var(stream.max_stream_data_local)
+            stream.max_stream_data_local_sent = stream.max_stream_data_local
+
+
+def window_update_due(quic: QuicConnection, stream_id: int, consumed: int, window: int) -> bool:
+    """True when :class:`MutualQuicConnection` would now raise ``stream_id``'s limit,
+    i.e. the application consumed enough that a MAX_STREAM_DATA frame should go out."""
+    stream = _stream(quic, stream_id)
+    if stream is None or not stream.max_stream_data_local:
+        return False
+    return consumed + window - int(stream.max_stream_data_local) >= max(1, window // 2)
+
+
+def accepted_any_packet(quic: QuicConnection) -> bool:
+    """True once the connection decrypted a packet (forged Initials never do)."""
+    return bool(quic._network_paths)
 
 
 def peer_certificate(quic: QuicConnection) -> x509.Certificate | None:
