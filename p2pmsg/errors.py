@@ -75,6 +75,12 @@ class Reason(enum.Enum):
     """A certificate is outside its validity window at the time of the check."""
     CERT_WRONG_ISSUER = "cert_wrong_issuer"
     """A certificate was issued by another key than the expected organisation root."""
+    EXPIRED = "expired"
+    """A signed statement (e.g. a federation list) is older than its maximum age."""
+    ROLLBACK = "rollback"
+    """A signed, versioned statement is older than the one already accepted."""
+    WRONG_ISSUER = "wrong_issuer"
+    """A signed statement comes from another key than the configured issuer."""
 
 
 class P2PMsgError(Exception):

@@ -38,6 +38,8 @@ class Domain(bytes, enum.Enum):
     HANDSHAKE = b"p2pmsg/handshake/v1\x00"
     FEDERATION = b"p2pmsg/federation-list/v1\x00"
     KEY_BUNDLE = b"p2pmsg/key-bundle/v1\x00"
+    AUDIT = b"p2pmsg/audit-record/v1\x00"
+    TOMBSTONE = b"p2pmsg/erasure-tombstone/v1\x00"
 
 
 class Identity:

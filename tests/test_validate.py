@@ -10,6 +10,7 @@ import pytest
 from p2pmsg.certs import Role, decode_certificate, issue_certificate, verify_certificate
 from p2pmsg.entry import Entry, create_entry, decode_entry
 from p2pmsg.errors import ForkError, Reason, ValidationError
+from p2pmsg.governance.federation import FederationRegistry, issue_federation_list
 from p2pmsg.identity import SIGNATURE_SIZE, Domain, Identity
 from p2pmsg.store.memory import MemoryStore
 from p2pmsg.validate import (
@@ -215,6 +216,14 @@ def _fork_via_store() -> None:
 ORG = Identity.from_seed(b"\x0c" * 32)
 CERT = issue_certificate(ORG, ALICE.public_key, Role.MEMBER, "Tablet", 1000, 2000)
 
+def _federation_list(version: int, issued_ms: int) -> bytes:
+    return issue_federation_list(ORG, version, issued_ms, []).raw
+
+
+def _federation_registry(initial: bytes | None = None) -> FederationRegistry:
+    return FederationRegistry(ORG.public_key, initial, 1)
+
+
 PRODUCERS: dict[Reason, Callable[[], object]] = {
     Reason.MALFORMED: lambda: decode_entry(b"\xff" + bytes(64)),
     Reason.NON_CANONICAL: lambda: decode_entry(_log(1)[0].raw + b"\x00" + bytes(64)),
@@ -230,6 +239,12 @@ PRODUCERS: dict[Reason, Callable[[], object]] = {
     Reason.CERT_EXPIRED: lambda: verify_certificate(CERT, ORG.public_key, 2000),
     Reason.CERT_WRONG_ISSUER: lambda: verify_certificate(
         decode_certificate(CERT.to_bytes()), ALICE.public_key, 1500),
+    # signed statements of the governance layer (tests/test_governance_federation.py)
+    Reason.EXPIRED: lambda: _federation_registry().accept(_federation_list(1, 0), 10**12),
+    Reason.ROLLBACK: lambda: _federation_registry(_federation_list(2, 0)).accept(
+        _federation_list(1, 0), 1),
+    Reason.WRONG_ISSUER: lambda: FederationRegistry(BOB.public_key).accept(
+        _federation_list(1, 0), 1),
 }
 
 
@@ -262,4 +277,7 @@ def test_reason_values_are_stable() -> None:
         "FORK": "fork",
         "CERT_EXPIRED": "cert_expired",
         "CERT_WRONG_ISSUER": "cert_wrong_issuer",
+        "EXPIRED": "expired",
+        "ROLLBACK": "rollback",
+        "WRONG_ISSUER": "wrong_issuer",
     }

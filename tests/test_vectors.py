@@ -65,7 +65,8 @@ def test_vectors_cover_every_decode_and_validation_reason() -> None:
     entry_reasons = {c["expected_reason"] for c in ENTRIES["negative"]}
     cert_reasons = {c["expected_reason"] for c in CERTS["negative"]}
     assert entry_reasons == {r.value for r in Reason} - {
-        "fork", "cert_expired", "cert_wrong_issuer"}
+        "fork", "cert_expired", "cert_wrong_issuer",
+        "expired", "rollback", "wrong_issuer"}  # governance statements, not entries
     assert {"cert_expired", "cert_wrong_issuer", "bad_signature", "malformed",
             "unknown_version", "non_canonical", "too_large"} <= cert_reasons
     assert len(ENTRIES["positive"]) >= 5 and len(FORKS["positive"]) >= 1

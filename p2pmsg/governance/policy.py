@@ -1,0 +1,194 @@
+"""Governance policy: federation list + local allow/deny + need-to-know per topic (pure).
+
+Theory of operation
+-------------------
+:class:`GovernancePolicy` implements :class:`p2pmsg.policy.Policy`, so the node and
+the sync machine use it unchanged. Its two questions are answered in stages, the
+TI-Messenger way:
+
+``allow_peer(peer)`` (at connection, after the transport authenticated the key)
+  1. **federation** — the trusted list (:class:`~.federation.FederationRegistry`)
+     must be fresh and name the peer's node key (fail closed: STALE/NO_LIST refuse
+     everyone);
+  2. **local policy** (:class:`LocalPolicy`) — allow-all-listed or deny-all, with
+     exceptions per organisation and per key (a node or person's device key; the
+     most specific rule wins: key, then organisation, then the default).
+
+``may_read(peer, topic)`` (for every topic a peer asks for), after ``allow_peer``:
+  3. **need-to-know** — true only if
+
+     * the topic is a room (known from :meth:`GovernancePolicy.update_room`) and the
+       peer's organisation has a *current* member device in it, or the peer is a
+       declared relay of that room (:meth:`GovernancePolicy.declare_relay`); or
+     * the topic is an organisation's control topic and the peer's organisation is
+       that organisation, or shares a room with it (it needs the certificates to
+       verify that room's entries).
+
+Anything else — unknown topics, rooms the peer's organisation has no part in — is
+denied. An organisation therefore never receives a single entry of such a room,
+even over a connection to a member (tests/test_governance_policy.py shows it at the
+protocol level).
+
+Time: the policy itself reads no clock; it is constructed with a ``clock``
+callable returning milliseconds (the node passes wall-clock time, tests a counter).
+Every answer can be explained with :meth:`GovernancePolicy.decide_peer`, whose
+reason strings go to the audit log.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from ..messaging.org import control_topic
+from ..messaging.room import RoomView
+from .federation import FederationRegistry, FederationStatus
+
+__all__ = [
+    "GovernancePolicy",
+    "LocalDefault",
+    "LocalPolicy",
+    "PeerDecision",
+]
+
+
+class LocalDefault(enum.Enum):
+    """The local policy's rule for organisations and keys without an exception."""
+
+    ALLOW_LISTED = "allow_listed"
+    """Every organisation in the federation list may connect (exceptions deny)."""
+    DENY_ALL = "deny_all"
+    """Nobody may connect (exceptions allow)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LocalPolicy:
+    """The operator's own allow/deny rules on top of the federation list.
+
+    Exceptions override the default; a key exception overrides an organisation
+    exception (so "deny org X except this device" and "allow org Y except this
+    node" both work). Being allowed here never admits a peer the federation list
+    does not name.
+    """
+
+    default: LocalDefault = LocalDefault.ALLOW_LISTED
+    allow_orgs: frozenset[bytes] = frozenset()
+    deny_orgs: frozenset[bytes] = frozenset()
+    allow_keys: frozenset[bytes] = frozenset()
+    """Node or person-device keys allowed despite the default or their organisation."""
+    deny_keys: frozenset[bytes] = frozenset()
+
+    def __post_init__(self) -> None:
+        if self.allow_orgs & self.deny_orgs or self.allow_keys & self.deny_keys:
+            raise ValueError("an organisation or key is both allowed and denied")
+
+    def decide(self, key: bytes, org: bytes) -> tuple[bool, str]:
+        """(allowed, reason) for a peer ``key`` of organisation ``org``."""
+        if key in self.deny_keys:
+            return False, "key denied by local policy"
+        if key in self.allow_keys:
+            return True, "key allowed by local policy"
+        if org in self.deny_orgs:
+            return False, "organisation denied by local policy"
+        if org in self.allow_orgs:
+            return True, "organisation allowed by local policy"
+        if self.default is LocalDefault.ALLOW_LISTED:
+            return True, "listed organisation (allow-all-listed)"
+        return False, "not an exception to deny-all"
+
+
+@dataclass(frozen=True, slots=True)
+class PeerDecision:
+    """Why a peer may or may not connect (for logs and the audit log)."""
+
+    allowed: bool
+    status: FederationStatus
+    org: bytes | None
+    reason: str
+
+
+@dataclass
+class _Room:
+    orgs: frozenset[bytes]
+    relays: set[bytes] = field(default_factory=set)
+
+
+class GovernancePolicy:
+    """The node's :class:`~p2pmsg.policy.Policy`: federation, local rules, need-to-know.
+
+    Keep it fed: call :meth:`update_room` whenever a room's view changes (the node
+    already recomputes :class:`~p2pmsg.messaging.room.RoomState` on every stored
+    entry) and :meth:`declare_relay` for rooms this node relays. A membership
+    change takes effect for new sessions (the sync machine asks ``may_read`` at
+    handshake); a removed organisation's open session keeps the topics it was
+    granted until it reconnects — the node should close sessions whose org lost a
+    room (see the report in docs/gdpr.md).
+    """
+
+    def __init__(
+        self,
+        federation: FederationRegistry,
+        clock: Callable[[], int],
+        local: LocalPolicy | None = None,
+        rooms: Iterable[RoomView] = (),
+    ) -> None:
+        self.federation = federation
+        self.local = local or LocalPolicy()
+        self._clock = clock
+        self._rooms: dict[bytes, _Room] = {}
+        for view in rooms:
+            self.update_room(view)
+
+    # --- feeding -------------------------------------------------------------------
+    def update_room(self, view: RoomView) -> None:
+        """Record which organisations currently have a member device in the room."""
+        orgs = frozenset(m.org for m in view.members.values())
+        room = self._rooms.get(view.topic)
+        if room is None:
+            self._rooms[view.topic] = _Room(orgs)
+        else:
+            room.orgs = orgs
+
+    def forget_room(self, topic: bytes) -> None:
+        self._rooms.pop(topic, None)
+
+    def declare_relay(self, topic: bytes, node_key: bytes) -> None:
+        """Let ``node_key`` (a listed node) replicate ``topic`` as a relay (ciphertext only)."""
+        self._rooms.setdefault(topic, _Room(frozenset())).relays.add(node_key)
+
+    def room_orgs(self, topic: bytes) -> frozenset[bytes]:
+        room = self._rooms.get(topic)
+        return room.orgs if room is not None else frozenset()
+
+    # --- the Policy protocol -----------------------------------------------------------
+    def decide_peer(self, peer_id: bytes) -> PeerDecision:
+        """Stages 1 and 2 with the reason (log it; audit refused connections)."""
+        found = self.federation.lookup(peer_id, self._clock())
+        if not found.allowed or found.org is None:
+            return PeerDecision(False, found.status, None, found.reason)
+        ok, why = self.local.decide(peer_id, found.org.org_id)
+        return PeerDecision(ok, found.status, found.org.org_id, why)
+
+    def allow_peer(self, peer_id: bytes) -> bool:
+        return self.decide_peer(peer_id).allowed
+
+    def may_read(self, peer_id: bytes, topic: bytes) -> bool:
+        decision = self.decide_peer(peer_id)
+        if not decision.allowed or decision.org is None:
+            return False
+        org = decision.org
+        room = self._rooms.get(topic)
+        if room is not None:
+            return org in room.orgs or peer_id in room.relays
+        return self._may_read_control(org, topic)
+
+    def _may_read_control(self, org: bytes, topic: bytes) -> bool:
+        if topic == control_topic(org):
+            return True
+        related = {o for room in self._rooms.values() if org in room.orgs for o in room.orgs}
+        return any(topic == control_topic(o) for o in related)
+
+    def readable_topics(self, peer_id: bytes, topics: Iterable[bytes]) -> list[bytes]:
+        """The subset of ``topics`` that ``peer_id`` may read (for breach triage)."""
+        return [t for t in topics if self.may_read(peer_id, t)]

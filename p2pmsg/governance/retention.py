@@ -1,0 +1,210 @@
+"""Retention: which payloads are due for purge (pure planner) and purging them (store I/O).
+
+Theory of operation
+-------------------
+Retention deletes **payloads**, never headers: the header commits to the payload
+hash, so every log still verifies after a purge (``verify_run(..., full=True)``).
+Purge is **local**: it erases this node's copy and never tells a peer to delete
+(other organisations' nodes apply their own policies).
+
+:func:`plan_purge` is a pure function of candidates, a :class:`RetentionConfig` and
+``now_ms``. For each candidate:
+
+1. rooms under **legal hold** are skipped entirely;
+2. only **content** payloads are purged. A payload's class is read from its clear
+   frame (:func:`classify_payload`): every messaging payload is a canonical CBOR
+   array ``[kind, version, ...]`` and the *room payload* kind is in the clear even
+   when the content is encrypted — SEALED (38) wraps every message a person wrote,
+   whatever its inner kind; ROOM_CREATE..EPOCH_KEYS (32..37) and the organisation
+   control kinds (64..95) are **structure**: membership, epoch keys, certificates
+   and revocations, which :func:`~p2pmsg.messaging.room.resolve_room` needs forever
+   and which name only device keys and organisation ids. Structure is never purged.
+   Kinds this version does not know are kept unless ``purge_unknown`` is set
+   (a newer peer's structure payload must not be destroyed by an older node);
+3. the limit is the room's own (``per_room``), else the author's organisation's
+   (``per_author_org``), else ``default_ms``; ``None`` keeps forever;
+4. age is measured from the entry's HLC physical time. An author can stamp entries
+   in the future (bounded by peers' drift checks): such entries are purged later
+   than they should be — a documented limit (docs/gdpr.md).
+
+:func:`collect_candidates` reads them from a :class:`~p2pmsg.store.base.Store` and
+:func:`run_purge` plans, erases (``store.erase_payload``, secure delete on
+SqliteStore) and writes one audit record per room. Attachment chunks are not stored
+by this version; when they are, their purge joins here.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+
+from .. import _cbor
+from ..entry import MAX_PAYLOAD_SIZE, Entry
+from ..errors import DecodeError
+from ..hlc import physical_ms
+from ..messaging.kinds import CONTROL_KINDS, Kind
+from ..messaging.org import OrgState
+from ..store.base import Store
+from .audit import AuditKind, AuditLog
+
+__all__ = [
+    "PayloadClass",
+    "PurgeCandidate",
+    "PurgePlan",
+    "RetentionConfig",
+    "classify_payload",
+    "collect_candidates",
+    "device_orgs",
+    "iter_entries",
+    "plan_purge",
+    "run_purge",
+]
+
+DAY_MS = 24 * 3600 * 1000
+_STRUCTURE_ROOM_KINDS = frozenset({Kind.ROOM_CREATE, Kind.MEMBER_ADD, Kind.MEMBER_REMOVE,
+                                   Kind.MEMBER_LEAVE, Kind.MEMBER_ROLE, Kind.EPOCH_KEYS})
+
+
+class PayloadClass(enum.Enum):
+    CONTENT = "content"
+    """What a person wrote (a SEALED room payload): subject to retention and erasure."""
+    STRUCTURE = "structure"
+    """Membership, epoch keys, certificates, revocations: needed to resolve state; kept."""
+    UNKNOWN = "unknown"
+    """Not a payload kind this version knows (or not a messaging frame at all)."""
+
+
+def classify_payload(payload: bytes) -> PayloadClass:
+    """The class of a room or control payload, from its clear ``[kind, version]`` head."""
+    try:
+        value = _cbor.loads_canonical(payload, "payload", MAX_PAYLOAD_SIZE)
+    except DecodeError:
+        return PayloadClass.UNKNOWN
+    if type(value) is not list or len(value) < 2 or type(value[0]) is not int:
+        return PayloadClass.UNKNOWN
+    kind = value[0]
+    if kind == Kind.SEALED:
+        return PayloadClass.CONTENT
+    if kind in _STRUCTURE_ROOM_KINDS or kind in CONTROL_KINDS:
+        return PayloadClass.STRUCTURE
+    return PayloadClass.UNKNOWN
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionConfig:
+    """How long payloads are kept on this node. Milliseconds; None = forever."""
+
+    default_ms: int | None = None
+    per_author_org: Mapping[bytes, int | None] = field(default_factory=dict)
+    """Limit for payloads written by devices of an organisation (by org id)."""
+    per_room: Mapping[bytes, int | None] = field(default_factory=dict)
+    """Limit for one room (topic); overrides the organisation and default limits."""
+    legal_holds: frozenset[bytes] = frozenset()
+    """Rooms whose payloads are never purged while the hold lasts."""
+    purge_unknown: bool = False
+
+    def limit_for(self, topic: bytes, author_org: bytes | None) -> int | None:
+        if topic in self.per_room:
+            return self.per_room[topic]
+        if author_org is not None and author_org in self.per_author_org:
+            return self.per_author_org[author_org]
+        return self.default_ms
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeCandidate:
+    """A stored entry whose payload is present, as the planner needs to see it."""
+
+    entry_id: bytes
+    topic: bytes
+    author: bytes
+    author_org: bytes | None
+    timestamp_ms: int
+    payload_class: PayloadClass
+
+
+@dataclass(frozen=True, slots=True)
+class PurgePlan:
+    erase: tuple[PurgeCandidate, ...]
+    held: int = 0
+    """Payloads due but in a room under legal hold."""
+    kept_structure: int = 0
+    kept_unknown: int = 0
+
+    def erase_ids(self) -> list[bytes]:
+        return [c.entry_id for c in self.erase]
+
+
+def plan_purge(
+    candidates: Iterable[PurgeCandidate], config: RetentionConfig, now_ms: int
+) -> PurgePlan:
+    """The payloads due for purge at ``now_ms`` (pure; see the module docstring)."""
+    erase: list[PurgeCandidate] = []
+    held = kept_structure = kept_unknown = 0
+    for c in candidates:
+        limit = config.limit_for(c.topic, c.author_org)
+        if limit is None or now_ms - c.timestamp_ms < limit:
+            continue
+        if c.payload_class is PayloadClass.STRUCTURE:
+            kept_structure += 1
+            continue
+        if c.payload_class is PayloadClass.UNKNOWN and not config.purge_unknown:
+            kept_unknown += 1
+            continue
+        if c.topic in config.legal_holds:
+            held += 1
+            continue
+        erase.append(c)
+    return PurgePlan(tuple(erase), held, kept_structure, kept_unknown)
+
+
+def device_orgs(orgs: Mapping[bytes, OrgState]) -> dict[bytes, bytes]:
+    """device key -> organisation id, from the organisations' control-topic states."""
+    return {device: root for root, state in orgs.items() for device in state.devices}
+
+
+def iter_entries(store: Store, topics: Iterable[bytes] | None = None) -> Iterator[Entry]:
+    """Every stored entry of ``topics`` (default: all), log by log in seq order."""
+    for topic in store.topics() if topics is None else topics:
+        for head in store.heads(topic):
+            yield from store.get_range(head.author, topic, 1, head.seq)
+
+
+def collect_candidates(
+    store: Store, authors: Mapping[bytes, bytes], topics: Iterable[bytes] | None = None
+) -> list[PurgeCandidate]:
+    """Candidates for every entry whose payload is present (``authors``: device -> org)."""
+    out: list[PurgeCandidate] = []
+    for entry in iter_entries(store, topics):
+        payload = store.get_payload(entry.id)
+        if not isinstance(payload, bytes):
+            continue
+        h = entry.header
+        out.append(PurgeCandidate(entry.id, h.topic, h.author, authors.get(h.author),
+                                  physical_ms(h.timestamp), classify_payload(payload)))
+    return out
+
+
+def run_purge(
+    store: Store,
+    config: RetentionConfig,
+    now_ms: int,
+    *,
+    authors: Mapping[bytes, bytes],
+    audit: AuditLog | None = None,
+) -> PurgePlan:
+    """Plan and execute a purge on ``store``; one PURGE audit record per room touched."""
+    plan = plan_purge(collect_candidates(store, authors), config, now_ms)
+    per_topic: Counter[bytes] = Counter()
+    for c in plan.erase:
+        if store.erase_payload(c.entry_id):
+            per_topic[c.topic] += 1
+    if audit is not None:
+        for topic, count in sorted(per_topic.items()):
+            audit.append(AuditKind.PURGE, now_ms, topic=topic.hex(), erased=count)
+        if plan.held:
+            audit.append(AuditKind.LEGAL_HOLD, now_ms, held=plan.held,
+                         rooms=sorted(t.hex() for t in config.legal_holds))
+    return plan

@@ -1,0 +1,63 @@
+"""Shared fixtures for governance tests: one org, a room, messages with markers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from messaging_helpers import Org, World
+
+from p2pmsg.entry import Entry
+from p2pmsg.identity import Identity
+from p2pmsg.messaging import MemberSpec, RoomKind, compose_room
+from p2pmsg.messaging.compose import compose_rekey, compose_text
+from p2pmsg.store.base import Store
+
+T0 = 1_700_000_000_000
+
+
+@dataclass
+class Clinic:
+    """Org A (alice, bob) and org B (bert); one room with all three."""
+
+    world: World = field(default_factory=lambda: World(now_ms=T0))
+    markers: dict[bytes, str] = field(default_factory=dict)
+    """entry id -> the unique text it carries."""
+
+    def __post_init__(self) -> None:
+        w = self.world
+        self.a: Org = w.new_org()
+        self.b: Org = w.new_org()
+        self.alice = w.new_device(self.a, "alice")
+        self.bob = w.new_device(self.a, "bob")
+        self.bert = w.new_device(self.b, "bert")
+        self.topic, create = compose_room(
+            self.alice, self.a.id, RoomKind.GROUP,
+            [MemberSpec(self.bob.public_key, self.a.id),
+             MemberSpec(self.bert.public_key, self.b.id)], w.now_ms)
+        w.append(self.alice, self.topic, create)
+        self.rekey(self.alice)
+
+    def rekey(self, who: Identity) -> Entry:
+        state = self.world.room(self.topic)
+        return self.world.append(who, self.topic, compose_rekey(state, who, self.world.now_ms))
+
+    def say(self, who: Identity, marker: str, tick_ms: int = 1) -> Entry:
+        w = self.world
+        w.tick(tick_ms)
+        state = w.room(self.topic)
+        entry = w.append(who, self.topic, compose_text(
+            state, who, marker, seq=w.next_seq(who, self.topic), now_ms=w.now_ms))
+        self.markers[entry.id] = marker
+        return entry
+
+    def load(self, store: Store) -> None:
+        """Append every entry (with payload) of the world to ``store``."""
+        for items in self.world.topics.values():
+            store.append([e for e, _ in items], {e.id: p for e, p in items if p is not None})
+
+    def payload(self, entry: Entry) -> bytes:
+        for items in self.world.topics.values():
+            for e, p in items:
+                if e.id == entry.id and p is not None:
+                    return p
+        raise KeyError(entry.id.hex())
