@@ -14,7 +14,7 @@ timeline keeps and shows as unknown.
 
 Attachments (voice, image, document, video) carry only an
 :class:`AttachmentDescriptor` — content hash, size, MIME type and the per-file key;
-the encrypted file itself is transferred separately (not implemented in this round).
+the encrypted file itself is transferred separately (:mod:`p2pmsg.blobs`).
 """
 
 from __future__ import annotations
@@ -67,7 +67,8 @@ class AttachmentDescriptor:
     """What a member needs to fetch, verify and decrypt one attached file."""
 
     content_hash: bytes
-    """BLAKE2b-256 of the *encrypted* file (content address)."""
+    """The blob root: BLAKE2b-256 of the blob's manifest root object, which commits to
+    every encrypted chunk (content address; see p2pmsg.blobs and docs/attachments.md)."""
     size: int
     """Size of the plaintext file in bytes."""
     mime: str
