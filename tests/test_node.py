@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import trio
 import trio.testing
+from conftest import build_chain
 from node_helpers import T1, T2, assert_store_valid, config, ident, ids, start
 
+from p2pmsg.forks import ForkProof
 from p2pmsg.net.base import PeerHint
 from p2pmsg.net.memory import LinkConditions, MemoryNetwork
 from p2pmsg.node import open_node
 from p2pmsg.policy import TopicPolicy
+from p2pmsg.store.memory import MemoryStore
 
 
 async def test_two_nodes_converge(autojump_clock: trio.testing.MockClock) -> None:
@@ -184,3 +187,51 @@ async def test_restart_loads_heads_from_store(autojump_clock: trio.testing.MockC
         assert a2.index.head(a2.id, T1) == second
     assert second.header.seq == 2 and second.header.backlink == first.id
     assert second.header.timestamp > first.header.timestamp
+
+
+async def test_equivocating_author_is_proven_and_frozen_on_both_nodes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The author signed two branches at seq 3: x3 on node a, y3..y4 on node b.
+    a sees y4 not extending x3, fetches b's seq 3, builds the proof; both nodes
+    record it and freeze the log (neither silently picks a branch)."""
+    base = build_chain(2, topic=T1)
+    x = build_chain(1, identity=base.identity, after=base.entries[-1], tag=b"x")
+    y = build_chain(2, identity=base.identity, after=base.entries[-1], tag=b"y")
+    store_a, store_b = MemoryStore(), MemoryStore()
+    store_a.append(base.entries + x.entries, {**base.payloads, **x.payloads})
+    store_b.append(base.entries + y.entries, {**base.payloads, **y.payloads})
+    net = MemoryNetwork()
+    want = ForkProof.of(x.entries[0], y.entries[0])
+    async with trio.open_nursery() as nursery:
+        a = await start(nursery, config(net, "a", store=store_a))
+        b = await start(nursery, config(net, "b", peers=("a",), store=store_b))
+        await b.wait_synced(T1, a.id)
+        await a.wait_synced(T1, b.id)
+        while not (a.store.forks() and b.store.forks()):
+            await trio.sleep(0.05)
+        for node in (a, b):
+            assert node.store.forks() == [want]
+            assert node.store.is_frozen(base.author, T1)
+            assert node.statistics().forks == 1
+        assert a.statistics().diverged_logs + b.statistics().diverged_logs == 1
+        assert a.statistics().protocol_errors == b.statistics().protocol_errors == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_wait_converged_returns_when_both_hold_the_same(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    net = MemoryNetwork()
+    async with trio.open_nursery() as nursery:
+        a = await start(nursery, config(net, "a", topics=(T1, T2)))
+        for i in range(30):
+            await a.append(T1, b"m%d" % i)
+        b = await start(nursery, config(net, "b", peers=("a",), topics=(T1, T2)))
+        await b.append(T2, b"from b")
+        await b.wait_converged([a.id], [T1, T2])
+        await a.wait_converged([b.id], [T1, T2])
+        for t in (T1, T2):
+            assert ids(a.read(t)) == ids(b.read(t))
+        assert len(b.read(T1)) == 30 and len(a.read(T2)) == 1
+        nursery.cancel_scope.cancel()

@@ -18,7 +18,7 @@ from node_helpers import T1, assert_store_valid, config, ident, start
 
 from p2pmsg.entry import create_entry, entry_id
 from p2pmsg.net.memory import MemoryNetwork
-from p2pmsg.node import Node
+from p2pmsg.node import Node, open_node
 from p2pmsg.store.memory import MemoryStore
 
 
@@ -99,3 +99,10 @@ async def test_bad_signature_inside_a_run_is_caught_lazily(
         assert b.read(T1) == []  # frozen from the bad entry on
         assert b.statistics().bad_signature_logs == 1
         nursery.cancel_scope.cancel()
+    # The evidence is in b's store: a restarted b still knows and still hides the log.
+    b_store = b.store
+    assert [m.entry.id for m in b_store.misbehaviours()] == [bad1.id]
+    async with open_node(config(MemoryNetwork(), "b", store=b_store)) as b2:
+        assert [x.entry.id for x in b2.bad_signatures()] == [bad1.id]
+        assert b2.bad_signatures()[0].peer_id == ident("a").public_key
+        assert b2.read(T1) == []

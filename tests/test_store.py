@@ -25,6 +25,7 @@ from p2pmsg.errors import ForkError, StoreCorruptError, StoreError
 from p2pmsg.forks import ForkProof
 from p2pmsg.identity import Identity
 from p2pmsg.store import LogHead, MemoryStore, PayloadState, SqliteStore, Store
+from p2pmsg.store.base import Misbehaviour
 from p2pmsg.store.sqlite import APPLICATION_ID, SCHEMA_VERSION
 from p2pmsg.validate import verify_run
 
@@ -282,6 +283,22 @@ def test_record_fork(store: AnyStore) -> None:
     assert store.forks() == [proof, second]
 
 
+def test_record_misbehaviour(store: AnyStore) -> None:
+    chain = build_chain(3)
+    other = build_chain(1)
+    assert store.misbehaviours() == []
+    first = Misbehaviour("bad_signature", chain.entries[1], b"\x07" * 32)
+    assert store.record_misbehaviour(first) is True
+    # one record per (kind, log): the first is the evidence, later ones are ignored
+    assert store.record_misbehaviour(Misbehaviour("bad_signature", chain.entries[2])) is False
+    second = Misbehaviour("bad_signature", other.entries[0])
+    assert store.record_misbehaviour(second) is True
+    assert store.misbehaviours() == [first, second]
+    # evidence is not a fork: the log still accepts entries (the node decides)
+    assert not store.is_frozen(chain.author, chain.topic)
+    assert store.append(chain.entries).added == tuple(chain.entries)
+
+
 # -- payloads -----------------------------------------------------------------------
 
 
@@ -466,6 +483,30 @@ def test_reopen_preserves_everything(tmp_path: Path, topic: bytes) -> None:
         assert s.append(a.entries).duplicates == 3
         more = build_chain(1, identity=a.identity, after=a.entries[-1])
         assert s.append(more.entries).added == tuple(more.entries)
+
+
+def test_reopen_preserves_misbehaviour(tmp_path: Path) -> None:
+    chain = build_chain(2)
+    record = Misbehaviour("bad_signature", chain.entries[1], b"\x01" * 32)
+    with SqliteStore(tmp_path / "s.db") as s:
+        assert s.record_misbehaviour(record)
+    with SqliteStore(tmp_path / "s.db") as s:
+        assert s.misbehaviours() == [record]
+        assert not s.record_misbehaviour(record)
+
+
+def test_version_1_file_without_misbehaviour_table_gains_it(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    with SqliteStore(path):
+        pass
+    conn = sqlite3.connect(path)
+    conn.execute("DROP TABLE misbehaviour")  # as written before the table existed
+    conn.commit()
+    conn.close()
+    with SqliteStore(path) as s:
+        assert s.misbehaviours() == []
+        record = Misbehaviour("bad_signature", build_chain(1).entries[0])
+        assert s.record_misbehaviour(record) and s.misbehaviours() == [record]
 
 
 def test_context_manager_and_use_after_close(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ from p2pmsg.sync.messages import (
     RangeMode,
     Recon,
     Request,
+    Resync,
     Run,
 )
 from p2pmsg.sync.testing import RawPeer, SyncPeer
@@ -225,6 +226,29 @@ def test_recon_for_topic_not_reconciled() -> None:
     _expect(raw, "unexpected_recon", _frame(Recon(os.urandom(32), False, ())))
 
 
+def test_resync_for_a_topic_the_victim_does_not_open() -> None:
+    # The raw peer is the initiator side here (the victim answers): the victim is
+    # not the opener of the mutual topic, so it may not be asked for rounds.
+    topic = os.urandom(32)
+    raw = _established([topic])
+    _expect(raw, "unexpected_topic", _frame(Resync((topic,))))
+
+
+def test_resync_without_topics_is_malformed() -> None:
+    raw = _established([os.urandom(32)])
+    _expect(raw, "malformed_frame", encode_frame(bytes([0x82, 12, 0x80])))
+
+
+def test_recon_while_quiet_from_a_non_opener() -> None:
+    # The victim opens rounds of a topic it serves one way; a RECON turn from the
+    # peer when no round is open is out of turn.
+    topic = os.urandom(32)
+    raw = RawPeer(_victim())
+    raw.establish([topic], victim_topics=[])  # we read it, the victim does not
+    raw.read()
+    _expect(raw, "unexpected_recon", _frame(Recon(topic, False, ())))
+
+
 def test_truncated_frame_at_eof() -> None:
     raw = _established([])
     raw.send_bytes(_frame(Ping(1))[:-1])
@@ -272,6 +296,7 @@ _VALID_MESSAGES = [
     Payloads(_T, ((bytes(32), None),)),
     ForkProofMsg(b"\x80"),
     Ping(1),
+    Resync((_T,)),
     Close("x", ""),
 ]
 

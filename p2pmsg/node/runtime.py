@@ -35,7 +35,7 @@ import random
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import trio
@@ -46,8 +46,8 @@ from ..forks import ForkProof
 from ..hlc import HybridClock
 from ..identity import short_id
 from ..net.base import PeerHint, PeerStream, Transport
-from ..store.base import Store
-from ..sync import LogIndex, SyncConfig, events
+from ..store.base import Misbehaviour, Store
+from ..sync import LogIndex, State, SyncConfig, events
 from ..sync import commands as cmd
 from ..sync import events as ev
 from ..validate import find_bad_signatures
@@ -63,6 +63,8 @@ _LAZY_IDLE = 0.05
 """Deferred signature checks wait until no run was applied for this many seconds..."""
 _LAZY_MAX_BACKLOG = 200_000
 """...unless this many entries are waiting: then they are checked regardless."""
+_BAD_SIGNATURE = "bad_signature"
+"""``Misbehaviour.kind`` of an entry whose deferred signature check failed."""
 
 
 @dataclass(slots=True)
@@ -99,6 +101,15 @@ class NodeStatistics:
     """Deferred signatures checked by the background task."""
     lazy_pending: int = 0
     subscriber_overflows: int = 0
+    sent_by_type: dict[str, int] = field(default_factory=dict)
+    """Sync bytes written per message type, summed over all sessions (ended and
+    open); keys as in :attr:`p2pmsg.sync.SyncStatistics.sent_by_type`."""
+    live_duplicates: int = 0
+    """Entries pushed to us live that we already held (wasted live pushes)."""
+    live_dropped: int = 0
+    """Live offers dropped by full send queues (healed by resync rounds)."""
+    resync_rounds: int = 0
+    """Anti-entropy rounds opened by our sessions after the first one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +165,10 @@ class Node:
                         last = max(last, entry.header.timestamp)
             self.index.load_heads(topic, heads)
         self.hlc = HybridClock(last=last)
+        for record in self.store.misbehaviours():
+            if record.kind == _BAD_SIGNATURE:
+                self._bad_logs.setdefault(record.entry.log_id,
+                                          BadSignatureEvidence(record.entry, record.peer_id))
 
     # -- application API ----------------------------------------------------------
 
@@ -254,6 +269,32 @@ class Node:
                 return
             await self._changed.park()
 
+    async def wait_converged(self, peers: Iterable[bytes], topics: Iterable[bytes]) -> None:
+        """Return once, with every peer in ``peers``, each topic of ``topics`` that the
+        session replicates (either way) has finished its first reconciliation and
+        the session is *quiescent* on our side (``SyncConnection.quiescent``: no
+        round, request, queued run or unapplied batch in progress).
+
+        At that moment we hold every entry the peer announced and it was offered
+        everything we hold (live or in the last round). Entries appended after the
+        last round are reconciled by live push, and whatever a push lost by the
+        periodic resync round (``SyncConfig.resync_interval``). For a whole
+        federation use the simulator's oracle: one node cannot see other pairs.
+        """
+        want_peers, want_topics = tuple(peers), frozenset(topics)
+        while True:
+            if all(self._converged_with(p, want_topics) for p in want_peers):
+                await trio.lowlevel.checkpoint()
+                return
+            await self._changed.park()
+
+    def _converged_with(self, peer_id: bytes, topics: frozenset[bytes]) -> bool:
+        session = self._sessions.get(peer_id)
+        if session is None or not session.hello_received:
+            return False
+        shared = topics & (session.conn.granted | session.conn.peer_granted)
+        return shared <= session.synced_topics and session.conn.quiescent
+
     async def wait_for_entries(self, topic: bytes, count: int) -> None:
         """Return once at least ``count`` entries of ``topic`` are stored here."""
         while sum(h.seq for h in self.store.heads(topic)) < count:
@@ -261,7 +302,10 @@ class Node:
         await trio.lowlevel.checkpoint()
 
     def bad_signatures(self) -> list[BadSignatureEvidence]:
-        """Evidence of authors caught signing invalid entries (kept in memory)."""
+        """Evidence of authors caught signing invalid entries.
+
+        Recorded in the store (``store.record_misbehaviour``) when found and
+        reloaded at start-up, so the logs stay frozen across restarts."""
         return list(self._bad_logs.values())
 
     def statistics(self) -> NodeStatistics:
@@ -271,7 +315,19 @@ class Node:
         )
         stats.sessions = len(self._sessions)
         stats.lazy_pending = self._lazy_backlog
+        stats.sent_by_type = dict(self._stats.sent_by_type)
+        for session in self._sessions.values():
+            self._fold_session_stats(stats, session)
         return stats
+
+    @staticmethod
+    def _fold_session_stats(into: NodeStatistics, session: Session) -> None:
+        s = session.conn.stats
+        for name, size in s.sent_by_type.items():
+            into.sent_by_type[name] = into.sent_by_type.get(name, 0) + size
+        into.live_duplicates += s.live_duplicates
+        into.live_dropped += s.live_dropped
+        into.resync_rounds += s.resync_rounds
 
     # -- peer manager -------------------------------------------------------------
 
@@ -374,6 +430,8 @@ class Node:
     def _session_ended(self, session: Session) -> None:
         if self._sessions.get(session.peer_id) is session:
             del self._sessions[session.peer_id]
+        if session.conn.state is not State.IDLE:
+            self._fold_session_stats(self._stats, session)
         self._stats.sessions_closed += 1
         log.info("%s: session with %s closed: %s", self.name, session.short_peer,
                  session.close_reason or "done")
@@ -516,8 +574,8 @@ class Node:
         with lower priority than replication: checks wait until no run was applied
         for ``_LAZY_IDLE`` seconds (so a catch-up is not slowed down by them),
         unless more than ``_LAZY_MAX_BACKLOG`` entries wait.
-        A bad one is author misbehaviour: the evidence is kept in memory, logged,
-        and the (author, topic) log is frozen on this node — later runs of it are
+        A bad one is author misbehaviour: the evidence is recorded in the store
+        (durable), logged, and the (author, topic) log is frozen on this node — later runs of it are
         not stored and :meth:`read` hides it from the bad entry on.
         """
         while True:
@@ -545,6 +603,10 @@ class Node:
             return
         self._bad_logs[key] = BadSignatureEvidence(entry, peer_id)
         self._stats.bad_signature_logs += 1
+        try:  # durable, so the log stays frozen after a restart
+            self.store.record_misbehaviour(Misbehaviour(_BAD_SIGNATURE, entry, peer_id))
+        except StoreError as exc:
+            log.error("%s: could not persist bad-signature evidence: %s", self.name, exc)
         log.warning("%s: bad signature by author %s in topic %s at seq %d (from %s); "
                     "log frozen", self.name, short_id(entry.author), short_id(entry.topic),
                     entry.seq, short_id(peer_id))

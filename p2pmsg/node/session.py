@@ -158,6 +158,7 @@ class Session:
         while (event := self.conn.next_event()) is not None:
             if self.node._handle_event(self, event):
                 finished = True
+        self.node._changed.unpark_all()  # wait_converged re-checks quiescence
         return finished
 
     def _pending(self) -> bytes:

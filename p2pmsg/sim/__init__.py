@@ -9,6 +9,7 @@ from .runner import SimResult as SimResult
 from .runner import Simulation as Simulation
 from .runner import run_simulation as run_simulation
 from .runner import run_simulation_async as run_simulation_async
+from .runner import seed_trio_scheduler as seed_trio_scheduler
 from .scenario import Append as Append
 from .scenario import Partition as Partition
 from .scenario import Scenario as Scenario
@@ -23,4 +24,5 @@ __all__ = [
     "random_topology",
     "run_simulation",
     "run_simulation_async",
+    "seed_trio_scheduler",
 ]

@@ -40,7 +40,13 @@ from ..policy import TopicPolicy
 from ..store.memory import MemoryStore
 from .scenario import Scenario
 
-__all__ = ["SimResult", "Simulation", "run_simulation", "run_simulation_async"]
+__all__ = [
+    "SimResult",
+    "Simulation",
+    "run_simulation",
+    "run_simulation_async",
+    "seed_trio_scheduler",
+]
 
 _EPOCH_MS = 1_700_000_000_000
 
@@ -77,6 +83,12 @@ class SimResult:
     """Entries found on nodes not authorised for their topic (must be 0)."""
     seed: int
     scenario: dict[str, Any] = field(default_factory=dict)
+    bytes_by_type: dict[str, int] = field(default_factory=dict)
+    """Sync bytes per message type (``RUN_LIVE`` = live pushes), all nodes."""
+    live_duplicates: int = 0
+    """Entries pushed live to a node that already held them (the flooding cost)."""
+    live_dropped: int = 0
+    resync_rounds: int = 0
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, indent=2)
@@ -246,9 +258,21 @@ class Simulation:
             duplicate_connections_closed=sum(x.duplicate_connections_closed for x in stats),
             protocol_errors=sum(x.protocol_errors for x in stats),
             leaks=self.leaks(),
+            bytes_by_type=_sum_tables([x.sent_by_type for x in stats]),
+            live_duplicates=sum(x.live_duplicates for x in stats),
+            live_dropped=sum(x.live_dropped for x in stats),
+            resync_rounds=sum(x.resync_rounds for x in stats),
             seed=self.scenario.seed,
             scenario=scenario,
         )
+
+
+def _sum_tables(tables: list[dict[str, int]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for table in tables:
+        for name, size in table.items():
+            out[name] = out.get(name, 0) + size
+    return dict(sorted(out.items()))
 
 
 async def run_simulation_async(scenario: Scenario) -> tuple[SimResult, Simulation]:
@@ -257,8 +281,30 @@ async def run_simulation_async(scenario: Scenario) -> tuple[SimResult, Simulatio
     return await sim.run(), sim
 
 
+def seed_trio_scheduler(seed: int) -> None:
+    """Seed trio's scheduler RNG so task order, and with it the whole run, repeats.
+
+    trio shuffles each batch of runnable tasks with a private module-level
+    ``random.Random`` (``trio._core._run._r``). That is not public API: this
+    raises RuntimeError if it disappears (tests/test_sim.py checks it), rather than
+    silently giving up reproducibility. Use only for simulations, before
+    ``trio.run``; production nodes keep trio's randomised scheduling.
+    """
+    import trio._core._run as trio_run
+
+    rng = getattr(trio_run, "_r", None)
+    if not isinstance(rng, random.Random):
+        raise RuntimeError("trio._core._run._r is gone: cannot seed trio's scheduler")
+    rng.seed(f"trio-scheduler/{seed}")
+
+
 def run_simulation(scenario: Scenario) -> SimResult:
-    """Run ``scenario`` in a fresh trio run on a mock clock (autojump) and return the result."""
+    """Run ``scenario`` in a fresh trio run on a mock clock (autojump) and return the result.
+
+    Seeds trio's scheduler from ``scenario.seed`` (:func:`seed_trio_scheduler`), so
+    the same scenario gives a byte-identical result within one Python version.
+    """
+    seed_trio_scheduler(scenario.seed)
     clock = trio.testing.MockClock(autojump_threshold=0)
     result, _ = trio.run(run_simulation_async, scenario, clock=clock)
     return result

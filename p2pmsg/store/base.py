@@ -21,7 +21,7 @@ from typing import Protocol, runtime_checkable
 from ..entry import Entry
 from ..forks import ForkProof
 
-__all__ = ["AppendResult", "LogHead", "PayloadState", "Store"]
+__all__ = ["AppendResult", "LogHead", "Misbehaviour", "PayloadState", "Store"]
 
 
 class PayloadState(enum.Enum):
@@ -52,6 +52,24 @@ class AppendResult:
     """Entries newly stored, in the order given."""
     duplicates: int
     """Entries skipped because the same id was already stored (idempotent re-delivery)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Misbehaviour:
+    """Evidence of author misbehaviour that is not a fork proof, kept by the store.
+
+    Today the one kind is ``"bad_signature"``: an entry accepted by chain
+    verification (its run's last signature was valid) whose own signature is not.
+    The node freezes the entry's log from ``entry.seq`` on and reloads these
+    records at start-up (:meth:`Store.misbehaviours`).
+    """
+
+    kind: str
+    """Stable code of what was seen, e.g. ``"bad_signature"``."""
+    entry: Entry
+    """The offending entry (its header and signature as received)."""
+    peer_id: bytes = b""
+    """Node id of the peer that delivered it (empty if unknown)."""
 
 
 @runtime_checkable
@@ -136,6 +154,16 @@ class Store(Protocol):
 
     def is_frozen(self, author: bytes, topic: bytes) -> bool:
         """True if a fork was recorded for this log: it accepts no further entries."""
+        ...
+
+    def record_misbehaviour(self, record: Misbehaviour) -> bool:
+        """Keep misbehaviour evidence durably. False (nothing stored) if a record of
+        the same kind for the same log is already kept: the first one is the evidence.
+        """
+        ...
+
+    def misbehaviours(self) -> list[Misbehaviour]:
+        """Every misbehaviour record, in the order recorded."""
         ...
 
     def close(self) -> None:

@@ -12,7 +12,7 @@ from ..entry import Entry
 from ..errors import ForkError, StoreError, ValidationError
 from ..forks import ForkProof
 from ..validate import verify_link, verify_payload
-from .base import AppendResult, LogHead, PayloadState
+from .base import AppendResult, LogHead, Misbehaviour, PayloadState
 
 __all__ = ["MemoryStore"]
 
@@ -29,6 +29,8 @@ class MemoryStore:
         self._erased: set[bytes] = set()
         self._forks: list[ForkProof] = []
         self._fork_keys: set[tuple[bytes, bytes]] = set()
+        self._misbehaviours: list[Misbehaviour] = []
+        self._misbehaviour_keys: set[tuple[str, bytes, bytes]] = set()
         self._frozen: set[_Log] = set()
         self._topics: dict[bytes, set[bytes]] = {}
 
@@ -158,6 +160,18 @@ class MemoryStore:
 
     def is_frozen(self, author: bytes, topic: bytes) -> bool:
         return (author, topic) in self._frozen
+
+    def record_misbehaviour(self, record: Misbehaviour) -> bool:
+        author, topic = record.entry.log_id
+        key = (record.kind, author, topic)
+        if key in self._misbehaviour_keys:
+            return False
+        self._misbehaviour_keys.add(key)
+        self._misbehaviours.append(record)
+        return True
+
+    def misbehaviours(self) -> list[Misbehaviour]:
+        return list(self._misbehaviours)
 
     def close(self) -> None:
         pass

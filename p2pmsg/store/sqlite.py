@@ -58,7 +58,7 @@ from ..entry import Entry, decode_entry
 from ..errors import DecodeError, ForkError, StoreCorruptError, StoreError, ValidationError
 from ..forks import ForkProof
 from ..validate import verify_payload
-from .base import AppendResult, LogHead, PayloadState
+from .base import AppendResult, LogHead, Misbehaviour, PayloadState
 
 __all__ = ["APPLICATION_ID", "MAX_LOGS", "MAX_STORED_SEQ", "SCHEMA_VERSION", "SqliteStore"]
 
@@ -81,6 +81,18 @@ MAX_STORED_SEQ = _SEQ_MASK
 """Longest log this schema holds: 2**36 - 1 entries (seq cannot jump, so unreachable)."""
 MAX_LOGS = (1 << 27) - 1
 """Most logs this schema holds (keys pack ``log << 36 | seq`` into one 63-bit rowid)."""
+
+_SQL_MISBEHAVIOUR_TABLE = """CREATE TABLE IF NOT EXISTS misbehaviour (
+        n INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL,
+        author BLOB NOT NULL,
+        topic BLOB NOT NULL,
+        peer BLOB NOT NULL,
+        entry BLOB NOT NULL,
+        UNIQUE (kind, author, topic)
+    )"""
+"""Added after schema version 1 shipped: created (additively) on open when missing,
+so version-1 files stay readable by older code and gain the table here."""
 
 _SCHEMA = (
     """CREATE TABLE logs (
@@ -113,6 +125,7 @@ _SCHEMA = (
         UNIQUE (first_id, second_id)
     )""",
     "CREATE INDEX forks_log ON forks (author, topic)",
+    _SQL_MISBEHAVIOUR_TABLE,
 )
 
 # SQL text is kept constant so sqlite3's statement cache reuses the prepared statements.
@@ -219,6 +232,8 @@ class SqliteStore:
             conn.execute("PRAGMA journal_size_limit = 67108864")
             if new:
                 _create_schema(conn)
+            else:
+                conn.execute(_SQL_MISBEHAVIOUR_TABLE)
         except sqlite3.Error as exc:
             conn.close()
             raise _translate(exc, self.path, "cannot open store") from exc
@@ -519,6 +534,35 @@ class SqliteStore:
 
     def is_frozen(self, author: bytes, topic: bytes) -> bool:
         return self._query_one(_SQL_FROZEN, (author, topic)) is not None
+
+    def record_misbehaviour(self, record: Misbehaviour) -> bool:
+        conn = self._db()
+        author, topic = record.entry.log_id
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                cursor = conn.execute(
+                    "INSERT OR IGNORE INTO misbehaviour (kind, author, topic, peer, entry)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (record.kind, author, topic, record.peer_id, record.entry.to_bytes()),
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise _translate(exc, self.path, "record_misbehaviour failed") from exc
+        return cursor.rowcount == 1
+
+    def misbehaviours(self) -> list[Misbehaviour]:
+        rows = self._query_all("SELECT kind, peer, entry FROM misbehaviour ORDER BY n", ())
+        out: list[Misbehaviour] = []
+        for kind, peer, data in rows:
+            if not isinstance(kind, str) or not isinstance(peer, bytes):
+                raise StoreCorruptError(f"{self.path}: damaged misbehaviour record")
+            out.append(Misbehaviour(kind, self._decode(None, data), peer))
+        return out
 
     # -- maintenance -----------------------------------------------------------------
 

@@ -69,11 +69,21 @@ from .messages import (
     Range,
     Recon,
     Request,
+    Resync,
     Run,
     decode_message,
 )
 from .reconcile import answer_ranges, compact, needs_reply, one_way_ranges, opening_ranges
-from .states import ACCEPTS, TRANSITIONS, State, Trigger
+from .states import (
+    ACCEPTS,
+    ROUND_INITIAL,
+    ROUND_TRANSITIONS,
+    TRANSITIONS,
+    Round,
+    RoundTrigger,
+    State,
+    Trigger,
+)
 
 __all__ = ["SyncConfig", "SyncConnection", "SyncStatistics"]
 
@@ -108,6 +118,10 @@ class SyncConfig:
     """Log ranges the peer may have asked us for and not yet received."""
     max_payload_requests: int = 4096
     """Payload ids the peer may have asked us for and not yet received."""
+    resync_interval: float | None = 30.0
+    """Anti-entropy: the opener of a mutual topic re-reconciles it this many seconds
+    after the previous round ended (an in-sync round costs one fingerprint each way,
+    ~100 bytes). None disables the timer; overflow and gap triggers still work."""
 
     def __post_init__(self) -> None:
         if self.max_in_flight < MAX_FRAME_SIZE + FRAME_HEADER_SIZE:
@@ -118,6 +132,8 @@ class SyncConfig:
             raise ValueError("max_entries_per_need and run_target_bytes must be positive")
         if not 0 < self.keepalive_interval < self.idle_timeout:
             raise ValueError("need 0 < keepalive_interval < idle_timeout")
+        if self.resync_interval is not None and not self.resync_interval > 0:
+            raise ValueError("resync_interval must be positive (or None)")
 
 
 @dataclass
@@ -137,11 +153,21 @@ class SyncStatistics:
     max_credit_in_use: int = 0
     send_queue_bytes: int = 0
     """Bytes queued waiting for the peer's credit."""
+    sent_by_type: dict[str, int] = field(default_factory=dict)
+    """Bytes written per message type (frame incl. its 4-byte prefix); live RUN
+    frames are counted under ``RUN_LIVE``, answers to requests under ``RUN``."""
+    received_by_type: dict[str, int] = field(default_factory=dict)
+    """Bytes received per message type (same keys as ``sent_by_type``)."""
+    live_duplicates: int = 0
+    """Entries that arrived in live runs although we already held them."""
+    resync_rounds: int = 0
+    """Reconciliation rounds opened after the first one (timer, overflow, RESYNC)."""
 
 
 @dataclass
 class _Recon:
-    awaiting: bool = False
+    round: Round = Round.AWAITING
+    opener: bool = False
     cursor: bytes | None = b""
     reply: list[Range] = field(default_factory=list)
     reply_needed: bool = False
@@ -168,8 +194,19 @@ _TYPE_OF: dict[type, MsgType] = {
     Request: MsgType.REQUEST, Run: MsgType.RUN, Credit: MsgType.CREDIT,
     PayloadRequest: MsgType.PAYLOAD_REQUEST, Payloads: MsgType.PAYLOADS,
     ForkProofMsg: MsgType.FORK_PROOF, Ping: MsgType.PING, Pong: MsgType.PONG,
-    Close: MsgType.CLOSE,
+    Close: MsgType.CLOSE, Resync: MsgType.RESYNC,
 }
+_TYPE_NAMES = {m.value: m.name for m in MsgType}
+
+
+def _type_name(body: bytes) -> str:
+    """The message type of an encoded frame body (array header, then a small int)."""
+    name = _TYPE_NAMES.get(body[1]) if len(body) > 1 else None
+    return name or "UNKNOWN"
+
+
+def _count(table: dict[str, int], name: str, size: int) -> None:
+    table[name] = table.get(name, 0) + size
 
 
 def _remote(reason: str, message: str) -> RemoteProtocolError:
@@ -206,7 +243,7 @@ class SyncConnection:
         # flow control: what we may send / what the peer may send us
         self._tx_limit = 0
         self._tx_credit = 0
-        self._credit_queue: deque[bytes] = deque()
+        self._credit_queue: deque[tuple[bytes, str]] = deque()
         self._tokens: dict[int, tuple[int, _Log | None, bytes | None]] = {}
         self._token_ids = itertools.count(1)
         # reconciliation and pulls
@@ -217,6 +254,14 @@ class SyncConnection:
         self._pending_heads: dict[_Log, Entry] = {}
         self._diverged: set[_Log] = set()
         self._synced: set[bytes] = set()
+        # anti-entropy rounds and fork evidence
+        self._round_wanted: set[bytes] = set()
+        self._resync_asked: set[bytes] = set()
+        self._overflowed: set[bytes] = set()
+        self._gap_seen: dict[_Log, int] = {}
+        self._next_resync: float | None = None
+        self._evidence: dict[_Log, Entry] = {}
+        self._evidence_asked: set[_Log] = set()
         # serving the peer's pulls
         self._serve_queue: deque[tuple[bytes, bytes, int, int]] = deque()
         self._serving: set[_Log] = set()
@@ -246,6 +291,17 @@ class SyncConnection:
     def peer_granted(self) -> frozenset[bytes]:
         """Topics the peer serves us."""
         return self._peer_granted
+
+    @property
+    def quiescent(self) -> bool:
+        """True when this side has nothing in progress: established, no round open
+        or wanted, no request open or being served, nothing waiting for credit, no
+        batch waiting for ``EntriesApplied``. Both sides quiescent after a round =
+        the two nodes hold the same heads of every topic they share."""
+        return (self._state is State.ESTABLISHED and not self._requests
+                and not self._credit_queue and not self._serve_queue and self._need is None
+                and not self._tokens and not self._round_wanted and not self._overflowed
+                and all(st.round is Round.QUIET for st in self._recon.values()))
 
     def start(self, topics: Iterable[bytes], now: float | None = None) -> None:
         """Queue our HELLO asking for ``topics`` (those our policy lets the peer hold).
@@ -291,7 +347,13 @@ class SyncConnection:
                 if body is None:
                     break
                 self.stats.frames_received += 1
-                self._dispatch(decode_message(body), len(body) + FRAME_HEADER_SIZE)
+                size = len(body) + FRAME_HEADER_SIZE
+                msg = decode_message(body)
+                name = _TYPE_NAMES[_TYPE_OF[type(msg)].value]
+                if isinstance(msg, Run) and msg.flags & RUN_LIVE:
+                    name = "RUN_LIVE"
+                _count(self.stats.received_by_type, name, size)
+                self._dispatch(msg, size)
         except RemoteProtocolError as exc:
             self._fail(exc)
             raise
@@ -322,11 +384,16 @@ class SyncConnection:
         if self._state is State.CLOSED or self._last_rx is None:
             return None
         if self._pinged:
-            return self._last_rx + self.config.idle_timeout
-        return self._last_rx + self.config.keepalive_interval
+            deadline = self._last_rx + self.config.idle_timeout
+        else:
+            deadline = self._last_rx + self.config.keepalive_interval
+        if self._next_resync is not None:
+            deadline = min(deadline, self._next_resync)
+        return deadline
 
     def handle_timer(self, now: float) -> None:
-        """Run timers due at ``now``: PING after keepalive, close after idle timeout."""
+        """Run timers due at ``now``: PING after keepalive, close after idle timeout,
+        and open anti-entropy rounds when ``resync_interval`` has passed."""
         if self._state is State.CLOSED:
             return
         self._touch(now)
@@ -335,10 +402,18 @@ class SyncConnection:
             return
         if now >= self._last_rx + self.config.idle_timeout:
             self._close(Trigger.IDLE_TIMEOUT, "idle_timeout", send=True)
-        elif now >= self._last_rx + self.config.keepalive_interval and not self._pinged:
+            return
+        if now >= self._last_rx + self.config.keepalive_interval and not self._pinged:
             self._pinged = True
             self._ping_nonce += 1
             self._emit(Ping(self._ping_nonce).encode())
+        if self._next_resync is not None and now >= self._next_resync:
+            self._next_resync = None
+            for topic, state in self._recon.items():
+                if state.opener and topic in self._granted and topic in self._peer_granted:
+                    self._round_wanted.add(topic)
+            self._open_rounds()
+            self._schedule_resync()
 
     # ------------------------------------------------------------------ plumbing
 
@@ -359,22 +434,30 @@ class SyncConnection:
         self._out += frame
         self.stats.bytes_sent += len(frame)
         self.stats.frames_sent += 1
+        _count(self.stats.sent_by_type, _type_name(body), len(frame))
 
-    def _emit_credited(self, body: bytes) -> None:
+    def _emit_credited(self, body: bytes, name: str | None = None) -> None:
         """Queue a RUN/PAYLOADS frame; it is written when the peer's credit allows."""
         frame = encode_frame(body)
-        self._credit_queue.append(frame)
+        self._credit_queue.append((frame, name or _type_name(body)))
         self.stats.send_queue_bytes += len(frame)
         self._pump()
 
     def _pump(self) -> None:
-        while self._credit_queue and len(self._credit_queue[0]) <= self._tx_credit:
-            frame = self._credit_queue.popleft()
+        while self._credit_queue and len(self._credit_queue[0][0]) <= self._tx_credit:
+            frame, name = self._credit_queue.popleft()
             self._tx_credit -= len(frame)
             self.stats.send_queue_bytes -= len(frame)
             self._out += frame
             self.stats.bytes_sent += len(frame)
             self.stats.frames_sent += 1
+            _count(self.stats.sent_by_type, name, len(frame))
+        if not self._credit_queue and self._overflowed:
+            # Live offers were dropped while the queue was full: now that it has
+            # drained, reconcile those topics so the peer learns what it missed.
+            topics, self._overflowed = self._overflowed, set()
+            for topic in sorted(topics):
+                self._want_round(topic)
 
     def _fail(self, exc: RemoteProtocolError) -> None:
         if self._state is State.CLOSED:
@@ -432,15 +515,75 @@ class SyncConnection:
             state = self._recon[topic] = _Recon()
             self._open_requests[topic] = 0
             if topic in mutual:
-                state.awaiting = True
+                state.opener = self.initiator
+                state.round = ROUND_INITIAL[RoundTrigger.ESTABLISHED_WAIT]
                 if self.initiator:
                     self._send_turn(topic, opening_ranges(self._index, topic))
             elif topic in self._granted:  # we serve it, the peer may not send it back
+                state.opener = True
                 self._send_turn(topic, one_way_ranges(self._index, topic))
+                state.round = ROUND_INITIAL[RoundTrigger.ESTABLISHED_PUSHED]
                 state.done = True
                 self._check_synced(topic)
             else:  # the peer serves it one way: wait for its item list
-                state.awaiting = True
+                state.round = ROUND_INITIAL[RoundTrigger.ESTABLISHED_WAIT]
+        self._schedule_resync()
+
+    # Anti-entropy. Only a topic's opener starts rounds, so two rounds never cross;
+    # the other side asks with RESYNC. Triggers: the resync timer (mutual topics,
+    # opener), a drained send queue after dropped live offers (either side), and a
+    # request the peer answered short (receiver). See docs/protocol-sync.md.
+
+    @staticmethod
+    def _round_step(state: _Recon, trigger: RoundTrigger) -> None:
+        nxt = ROUND_TRANSITIONS.get((state.round, trigger))
+        if nxt is None:  # pragma: no cover - guarded by the callers
+            raise LocalProtocolError(f"{trigger.value} not allowed in round {state.round}")
+        state.round = nxt
+
+    def _schedule_resync(self) -> None:
+        interval = self.config.resync_interval
+        if interval is None or self._clock is None or self._next_resync is not None:
+            return
+        if any(st.opener and t in self._granted and t in self._peer_granted
+               for t, st in self._recon.items()):
+            self._next_resync = self._clock + interval
+
+    def _want_round(self, topic: bytes) -> None:
+        """Something suggests the sides differ on ``topic``: get a round going."""
+        state = self._recon.get(topic)
+        if state is None:
+            return
+        if state.opener:
+            self._round_wanted.add(topic)
+            self._open_rounds()
+        elif topic not in self._resync_asked:
+            self._resync_asked.add(topic)
+            self._emit(Resync((topic,)).encode())
+
+    def _open_rounds(self) -> None:
+        """Open the wanted rounds whose topic is QUIET (others wait for their end)."""
+        for topic in sorted(self._round_wanted):
+            state = self._recon[topic]
+            if state.round is not Round.QUIET or not state.done:
+                continue
+            self._round_wanted.discard(topic)
+            self.stats.resync_rounds += 1
+            if topic in self._peer_granted:
+                self._send_turn(topic, opening_ranges(self._index, topic))
+                self._round_step(state, RoundTrigger.OPEN_ROUND)
+            else:
+                self._send_turn(topic, one_way_ranges(self._index, topic))
+                self._round_step(state, RoundTrigger.PUSH_ITEMS)
+
+    def _on_resync(self, msg: Message, size: int) -> None:
+        assert isinstance(msg, Resync)
+        for topic in msg.topics:
+            state = self._recon.get(topic)
+            if state is None or not state.opener:
+                raise _remote("unexpected_topic", "RESYNC for a topic we do not open rounds of")
+            self._round_wanted.add(topic)
+        self._open_rounds()
 
     def _send_turn(self, topic: bytes, ranges: list[Range]) -> None:
         before = self.stats.bytes_sent
@@ -459,8 +602,10 @@ class SyncConnection:
         assert isinstance(msg, Recon)
         topic = msg.topic
         state = self._recon.get(topic)
-        if state is None or not state.awaiting:
+        if state is None or (state.round is Round.QUIET and (state.opener or not state.done)):
             raise _remote("unexpected_recon", "RECON for a topic not being reconciled")
+        if state.round is Round.QUIET and state.cursor == b"":
+            self._resync_asked.discard(topic)  # the opener started the round we asked for
         mutual = topic in self._granted and topic in self._peer_granted
         if not mutual and needs_reply(list(msg.ranges)):
             raise _remote("unexpected_recon", "RECON asks for an answer on a one-way topic")
@@ -481,12 +626,16 @@ class SyncConnection:
         state.cursor, state.reply, state.reply_needed = b"", [], False
         if reply_needed:
             self._send_turn(topic, reply)
-            state.awaiting = needs_reply(reply)
+        if reply_needed and needs_reply(reply):
+            self._round_step(state, RoundTrigger.TURN_NEEDS_REPLY)
         else:
-            state.awaiting = False
-        if not state.awaiting:
+            self._round_step(state, RoundTrigger.TURN_ENDS_ROUND)
             state.done = True
             self._check_synced(topic)
+            if state.opener:
+                self._next_resync = None  # count the interval from the end of a round
+                self._schedule_resync()
+                self._open_rounds()
 
     def _vhead(self, key: _Log) -> Entry | None:
         """The head to verify against: our pending (emitted, unapplied) or the index's."""
@@ -522,6 +671,18 @@ class SyncConnection:
             batch.append((author, start, end))
         for i in range(0, len(batch), _REQUEST_BATCH):
             self._emit(Request(topic, tuple(batch[i:i + _REQUEST_BATCH])).encode())
+
+    def _ask_evidence(self, key: _Log) -> None:
+        """Request the peer's entry at the seq of our saved conflicting entry."""
+        ours = self._evidence.get(key)
+        if ours is None or key in self._requests or key in self._evidence_asked:
+            return
+        self._evidence_asked.add(key)
+        topic, author = key
+        seq = ours.header.seq
+        self._requests[key] = _Request(seq, seq)
+        self._open_requests[topic] = self._open_requests.get(topic, 0) + 1
+        self._emit(Request(topic, ((author, seq, seq),)).encode())
 
     def _check_synced(self, topic: bytes) -> None:
         state = self._recon.get(topic)
@@ -612,7 +773,8 @@ class SyncConnection:
     def _emit_run(self, topic: bytes, author: bytes, chunk: list[Entry],
                   payloads: Mapping[bytes, bytes], flags: int) -> None:
         self._emit_credited(Run(topic, author, flags, tuple(e.to_bytes() for e in chunk),
-                                tuple(payloads.get(e.id) for e in chunk)).encode())
+                                tuple(payloads.get(e.id) for e in chunk)).encode(),
+                            "RUN_LIVE" if flags & RUN_LIVE else "RUN")
 
     # ------------------------------------------------------------------ receiving runs
 
@@ -670,15 +832,28 @@ class SyncConnection:
                 raise _remote("unrequested_entries", "RUN outside the requested range")
             req.next = entries[-1].header.seq + 1
         if not entries or key in self._diverged:
+            ours = self._evidence.get(key)
+            if ours is not None and entries:
+                i = ours.header.seq - entries[0].header.seq
+                if 0 <= i < len(entries) and entries[i].id != ours.id:
+                    del self._evidence[key]
+                    self._conflict(key, ours, entries[i])
             self._release(size)
         else:
             self._accept(key, entries, payloads, size, live=False)
         if msg.flags & RUN_FINAL:
             del self._requests[key]
             self._open_requests[topic] -= 1
+            if (req.next <= req.end and key not in self._diverged
+                    and self._gap_seen.get(key) != req.end):
+                # Answered short of what the peer's reconciliation promised: let a
+                # round find out what is really there (once per promised height).
+                self._gap_seen[key] = req.end
+                self._want_round(topic)
             later = self._later.pop(key, 0)
             if later and key not in self._diverged:
                 self._want_entries(topic, [(author, later, None)])
+            self._ask_evidence(key)
             self._check_synced(topic)
 
     def _accept(self, key: _Log, entries: list[Entry], payloads: dict[bytes, bytes | None],
@@ -695,6 +870,8 @@ class SyncConnection:
                     self._conflict(key, head, same_seq)
                     self._release(size)
                     return
+            if live:
+                self.stats.live_duplicates += min(len(entries), have - first + 1)
             entries = entries[have - first + 1:]
             if not entries:
                 self._release(size)
@@ -711,6 +888,10 @@ class SyncConnection:
             self._check_signature(entries[0])
             self._diverged.add(key)
             self._events.append(ev.LogDiverged(topic, author, first, entries[0]))
+            # The author forked at or below our head's seq: the peer's entry at that
+            # seq conflicts with our head. Fetch it to build a full fork proof.
+            self._evidence[key] = head
+            self._ask_evidence(key)
             self._release(size)
             return
         try:
@@ -753,6 +934,9 @@ class SyncConnection:
             self._events.append(ev.LogDiverged(key[0], key[1], other.header.seq, other))
             return
         self._events.append(ev.ForkProofReceived(proof))
+        if key[0] in self._granted:
+            # The peer holds the other branch and may not know: tell it.
+            self._emit(ForkProofMsg(proof.to_bytes()).encode())
 
     def _cmd_applied(self, command: cmd.Command) -> None:
         assert isinstance(command, cmd.EntriesApplied)
@@ -790,7 +974,8 @@ class SyncConnection:
     def _offer_run(self, topic: bytes, author: bytes, run: list[Entry],
                    payloads: Mapping[bytes, bytes]) -> None:
         if self.stats.send_queue_bytes > self.config.max_send_queue:
-            self.stats.live_dropped += len(run)  # the peer heals the gap by a request
+            self.stats.live_dropped += len(run)
+            self._overflowed.add(topic)  # reconciled once the queue has drained
             return
         self.stats.entries_sent += len(run)
         self._queue_runs(topic, author, run, payloads, 0, live=True)
@@ -933,6 +1118,7 @@ _HANDLERS = {
     MsgType.PING: SyncConnection._on_ping,
     MsgType.PONG: SyncConnection._on_pong,
     MsgType.CLOSE: SyncConnection._on_close,
+    MsgType.RESYNC: SyncConnection._on_resync,
 }
 
 _COMMANDS = {

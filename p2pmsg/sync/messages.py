@@ -44,6 +44,7 @@ __all__ = [
     "RangeMode",
     "Recon",
     "Request",
+    "Resync",
     "Run",
     "decode_message",
 ]
@@ -77,6 +78,7 @@ class MsgType(enum.IntEnum):
     PING = 9
     PONG = 10
     CLOSE = 11
+    RESYNC = 12
 
 
 class RangeMode(enum.IntEnum):
@@ -269,8 +271,23 @@ class Close:
         return _cbor.dumps([MsgType.CLOSE.value, self.reason, self.detail])
 
 
+@dataclass(frozen=True, slots=True)
+class Resync:
+    """Ask the peer to open a new reconciliation round for these topics.
+
+    Sent by the side that does not open rounds (the responder of a mutual topic,
+    the receiver of a one-way topic) when it suspects a difference: a request the
+    peer answered short, or live entries dropped by its own send queue.
+    """
+
+    topics: tuple[bytes, ...]
+
+    def encode(self) -> bytes:
+        return _cbor.dumps([MsgType.RESYNC.value, list(self.topics)])
+
+
 Message = (Hello | Grant | Recon | Request | Run | Credit | PayloadRequest | Payloads
-           | ForkProofMsg | Ping | Pong | Close)
+           | ForkProofMsg | Ping | Pong | Close | Resync)
 
 
 def decode_message(body: bytes) -> Message:
@@ -465,6 +482,13 @@ def _close(f: list[Any]) -> Close:
     return Close(reason, detail)
 
 
+def _resync(f: list[Any]) -> Resync:
+    topics = _topics(f[0], "RESYNC")
+    if not topics:
+        raise _fail("malformed_frame", "RESYNC: at least one topic")
+    return Resync(topics)
+
+
 _DECODERS: dict[MsgType, tuple[int, Any]] = {
     MsgType.HELLO: (4, _hello),
     MsgType.GRANT: (1, _grant),
@@ -478,4 +502,5 @@ _DECODERS: dict[MsgType, tuple[int, Any]] = {
     MsgType.PING: (1, _ping),
     MsgType.PONG: (1, _pong),
     MsgType.CLOSE: (2, _close),
+    MsgType.RESYNC: (1, _resync),
 }

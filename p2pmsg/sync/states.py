@@ -12,7 +12,19 @@ import enum
 
 from .messages import MsgType
 
-__all__ = ["ACCEPTS", "OPEN_STATES", "TRANSITIONS", "State", "Trigger", "mermaid"]
+__all__ = [
+    "ACCEPTS",
+    "OPEN_STATES",
+    "ROUND_INITIAL",
+    "ROUND_TRANSITIONS",
+    "TRANSITIONS",
+    "Round",
+    "RoundTrigger",
+    "State",
+    "Trigger",
+    "mermaid",
+    "round_mermaid",
+]
 
 
 class State(enum.Enum):
@@ -76,6 +88,60 @@ ACCEPTS: dict[State, frozenset[MsgType]] = {
 """Message types a peer may send us in each state."""
 
 
+class Round(enum.Enum):
+    """Per-topic reconciliation state inside ESTABLISHED (one per granted topic).
+
+    Each topic has an *opener*: the connection initiator for a topic both sides
+    grant each other, the serving side for a one-way topic. Only the opener starts
+    rounds (so two rounds never cross); the other side asks for one with RESYNC.
+    """
+
+    AWAITING = "awaiting"
+    """A round is open and the peer's turn is due (RECON accepted)."""
+    QUIET = "quiet"
+    """No round open. The opener may open one; the other side accepts an opening turn."""
+
+
+class RoundTrigger(enum.Enum):
+    """What moves a topic's reconciliation state."""
+
+    ESTABLISHED_WAIT = "established (opener sent FINGERPRINT, or peer opens)"
+    ESTABLISHED_PUSHED = "established (one-way: ITEMS_FINAL sent)"
+    TURN_NEEDS_REPLY = "recv turn, our answer needs a reply"
+    TURN_ENDS_ROUND = "recv turn, no further reply"
+    OPEN_ROUND = "opener: resync timer / send-queue overflow / recv RESYNC"
+    PUSH_ITEMS = "opener of a one-way topic: resend ITEMS_FINAL"
+
+
+ROUND_INITIAL: dict[RoundTrigger, Round] = {
+    RoundTrigger.ESTABLISHED_WAIT: Round.AWAITING,
+    RoundTrigger.ESTABLISHED_PUSHED: Round.QUIET,
+}
+"""Entry into the per-topic machine when the handshake completes."""
+
+ROUND_TRANSITIONS: dict[tuple[Round, RoundTrigger], Round] = {
+    (Round.AWAITING, RoundTrigger.TURN_NEEDS_REPLY): Round.AWAITING,
+    (Round.AWAITING, RoundTrigger.TURN_ENDS_ROUND): Round.QUIET,
+    (Round.QUIET, RoundTrigger.OPEN_ROUND): Round.AWAITING,
+    (Round.QUIET, RoundTrigger.PUSH_ITEMS): Round.QUIET,
+    # the non-opener receiving the opener's first turn of a new round:
+    (Round.QUIET, RoundTrigger.TURN_NEEDS_REPLY): Round.AWAITING,
+    (Round.QUIET, RoundTrigger.TURN_ENDS_ROUND): Round.QUIET,
+}
+"""(round state, trigger) -> next round state. RECON in QUIET is accepted only by
+the non-opener (the opener raises ``unexpected_recon``)."""
+
+
+def round_mermaid() -> str:
+    """The per-topic reconciliation table as a mermaid state diagram."""
+    lines = ["stateDiagram-v2"]
+    for trig, dst in ROUND_INITIAL.items():
+        lines.append(f"    [*] --> {dst.name}: {trig.value}")
+    for (src, trig), dst in ROUND_TRANSITIONS.items():
+        lines.append(f"    {src.name} --> {dst.name}: {trig.value}")
+    return "\n".join(lines)
+
+
 def mermaid() -> str:
     """The transition table as a mermaid state diagram (close edges folded)."""
     lines = ["stateDiagram-v2", "    [*] --> IDLE"]
@@ -90,3 +156,5 @@ def mermaid() -> str:
 
 if __name__ == "__main__":  # pragma: no cover
     print(mermaid())
+    print()
+    print(round_mermaid())
