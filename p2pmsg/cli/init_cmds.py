@@ -1,0 +1,91 @@
+"""``p2pmsg org init`` and ``p2pmsg node init``: keys, certificate, config, data directory.
+
+An organisation directory holds ``org.key`` (the org root secret key, 0600 — keep it
+offline after enrolling nodes) and ``org.id`` (its public key in hex, shareable).
+A node directory holds ``node.key``, ``node.cert`` (device certificate signed by
+the org root, role ``node``), ``p2pmsg.toml`` and ``data/store.db``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+from ..certs import Role, issue_certificate
+from ..daemon.config import ConfigError, parse_host_port, render_config
+from ..errors import KeyFileError
+from ..identity import Identity, short_id
+from ..keyfile import load_identity, save_identity
+from ..store.sqlite import SqliteStore
+
+__all__ = ["cmd_node_init", "cmd_org_init"]
+
+_DAY_MS = 86_400_000
+
+
+def _make_dir(path: Path) -> None:
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not path.is_dir():
+        raise NotADirectoryError(20, "Not a directory", str(path))
+
+
+def cmd_org_init(args: argparse.Namespace) -> int:
+    directory = Path(args.directory)
+    _make_dir(directory)
+    key_path = directory / "org.key"
+    if key_path.exists():
+        raise KeyFileError(f"{key_path}: already exists; refusing to overwrite an org key")
+    org = Identity.generate()
+    save_identity(key_path, org)
+    (directory / "org.id").write_text(org.public_key.hex() + "\n", encoding="ascii")
+    print(f"org id: {org.public_key.hex()}")
+    print(f"org key: {key_path} (keep it offline once your nodes are enrolled)")
+    return 0
+
+
+def cmd_node_init(args: argparse.Namespace) -> int:
+    org_path = Path(args.org)
+    if org_path.is_dir():
+        org_path = org_path / "org.key"
+    org = load_identity(org_path)
+    if args.tcp_listen:
+        parse_host_port(args.tcp_listen, "--tcp-listen")
+    if args.metrics:
+        parse_host_port(args.metrics, "--metrics")
+    if args.valid_days <= 0:
+        raise ConfigError("--valid-days: must be positive")
+    directory = Path(args.directory)
+    _make_dir(directory)
+    config_path = directory / "p2pmsg.toml"
+    for existing in (directory / "node.key", directory / "node.cert", config_path):
+        if existing.exists():
+            raise KeyFileError(f"{existing}: already exists; refusing to overwrite a node")
+    node = Identity.generate()
+    name = args.name or f"node-{short_id(node.public_key)}"
+    now = time.time_ns() // 1_000_000
+    try:
+        cert = issue_certificate(org, node.public_key, Role.NODE, name, now - 60_000,
+                                 now + args.valid_days * _DAY_MS)
+    except ValueError as exc:
+        raise ConfigError(f"--name: {exc}") from None
+    save_identity(directory / "node.key", node)
+    fd = os.open(directory / "node.cert", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(cert.to_bytes())
+    data_dir = directory / "data"
+    _make_dir(data_dir)
+    SqliteStore(data_dir / "store.db").close()
+    config_text = render_config(
+        key="node.key", certificate="node.cert", org_id=org.public_key, name=name,
+        data_dir="data", tcp_listen=args.tcp_listen,
+        metrics_address=None if args.no_metrics else args.metrics,
+    )
+    fd = os.open(config_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(config_text)
+    print(f"node id: {node.public_key.hex()}")
+    print(f"config: {config_path}")
+    print(f"start it with: p2pmsg run -c {config_path}")
+    return 0

@@ -1,0 +1,182 @@
+"""The ``p2pmsg`` command: argument parsing, dispatch, and the one-line error policy.
+
+:func:`main` is the console-script entry point (also ``python -m p2pmsg``). Every
+command either succeeds or fails with **one line** on stderr
+(``p2pmsg: error: ...``) and an exit code from :mod:`p2pmsg.cli.exitcodes`; user
+mistakes (bad path, bad config, key permissions, corrupt store) never print a
+traceback. Set ``P2PMSG_DEBUG=1`` to get tracebacks for bug reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+
+from ..daemon.config import load_config
+from . import exitcodes
+from .exitcodes import NotAvailableError, exit_code_for
+from .init_cmds import cmd_node_init, cmd_org_init
+from .node_cmds import cmd_peers, cmd_run, cmd_status
+from .store_cmds import cmd_append, cmd_backup, cmd_log, cmd_topics, cmd_verify
+
+__all__ = ["build_parser", "main"]
+
+_EPILOG = """\
+Configuration: one TOML file (-c, or $P2PMSG_CONFIG, default ./p2pmsg.toml);
+every field can be overridden by P2PMSG_<SECTION>_<FIELD>. See docs/operations.md.
+Exit codes: 0 ok, 2 usage, 3 config, 4 key/certificate, 5 store, 6 network,
+7 node running, 8 verification failed, 9 not available yet, 11 OS error."""
+
+_RESERVED = {
+    "send": "send a message to a room",
+    "rooms": "list rooms",
+}
+
+
+def _config_parent() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(
+        "-c", "--config", metavar="PATH",
+        help="node configuration file (default: $P2PMSG_CONFIG or ./p2pmsg.toml)",
+    )
+    return parent
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (used by :func:`main` and by the docs test)."""
+    parser = argparse.ArgumentParser(
+        prog="p2pmsg",
+        description="p2pmsg: serverless messaging between healthcare organisations "
+                    "(signed append-only logs, replicated peer to peer).",
+        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    cfg = _config_parent()
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    org = sub.add_parser("org", help="organisation keys")
+    org_sub = org.add_subparsers(dest="org_command", metavar="ACTION", required=True)
+    p = org_sub.add_parser("init", help="create an organisation root key and id in DIR")
+    p.add_argument("directory", metavar="DIR")
+    p.set_defaults(handler=cmd_org_init, needs_config=False)
+
+    node = sub.add_parser("node", help="node set-up")
+    node_sub = node.add_subparsers(dest="node_command", metavar="ACTION", required=True)
+    p = node_sub.add_parser(
+        "init", help="create a node in DIR: key, certificate, config file, data directory")
+    p.add_argument("directory", metavar="DIR")
+    p.add_argument("--org", required=True, metavar="ORG",
+                   help="organisation directory (from 'org init') or its org.key file")
+    p.add_argument("--name", default="", help="display name of the node (default: node-<id>)")
+    p.add_argument("--tcp-listen", metavar="HOST:PORT",
+                   help="enable the TCP transport on this address")
+    p.add_argument("--metrics", default="127.0.0.1:9464", metavar="HOST:PORT",
+                   help="metrics endpoint (default 127.0.0.1:9464)")
+    p.add_argument("--no-metrics", action="store_true", help="disable the metrics endpoint")
+    p.add_argument("--valid-days", type=int, default=365,
+                   help="certificate validity in days (default 365)")
+    p.set_defaults(handler=cmd_node_init, needs_config=False)
+
+    p = sub.add_parser("run", parents=[cfg], help="run the node headless until SIGTERM/SIGINT")
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
+                   help="override log.level")
+    p.set_defaults(handler=cmd_run, needs_config=True)
+
+    p = sub.add_parser("status", parents=[cfg], help="is the node running; counters")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=cmd_status, needs_config=True)
+
+    p = sub.add_parser("peers", parents=[cfg], help="configured and connected peers")
+    p.set_defaults(handler=cmd_peers, needs_config=True)
+
+    p = sub.add_parser("topics", parents=[cfg], help="topics in the store: logs and entries")
+    p.set_defaults(handler=cmd_topics, needs_config=True)
+
+    p = sub.add_parser("log", parents=[cfg],
+                       help="a topic's entries: seq, author short id, time (no content)")
+    p.add_argument("topic", help="configured topic name or 64 hex digits")
+    p.add_argument("-n", "--limit", type=int, help="show only the last N entries")
+    p.set_defaults(handler=cmd_log, needs_config=True)
+
+    p = sub.add_parser("append", parents=[cfg],
+                       help="append a payload to a topic (low level; node must be stopped)")
+    p.add_argument("topic", help="configured topic name or 64 hex digits")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--text", help="payload as UTF-8 text")
+    src.add_argument("--file", metavar="PATH", help="payload file ('-' = stdin)")
+    p.set_defaults(handler=cmd_append, needs_config=True)
+
+    p = sub.add_parser("verify", parents=[cfg],
+                       help="verify a store offline: every log, every signature; report forks")
+    p.add_argument("store", nargs="?", help="store file (default: the config's data_dir/store.db)")
+    p.add_argument("--fail-on-fork", action="store_true", help="exit 8 if any fork is recorded")
+    p.set_defaults(handler=cmd_verify, needs_config=None)
+
+    p = sub.add_parser("backup", parents=[cfg],
+                       help="online backup of the store (safe while the node runs)")
+    p.add_argument("destination", metavar="FILE", help="new file to write (must not exist)")
+    p.set_defaults(handler=cmd_backup, needs_config=True)
+
+    for name, what in _RESERVED.items():
+        p = sub.add_parser(name, help=f"({what}: not yet available)")
+        p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+        p.set_defaults(handler=_reserved(name), needs_config=False)
+    return parser
+
+
+def _reserved(name: str) -> object:
+    def handler(args: argparse.Namespace) -> int:
+        raise NotAvailableError(
+            f"'{name}' is not yet available: rooms and messages arrive when the messaging "
+            "layer is integrated into the node; use 'append'/'log' for raw topics"
+        )
+    return handler
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f"{exc.filename}: " if exc.filename else ""
+        text = f"{where}{exc.strerror}"
+    elif isinstance(exc, KeyboardInterrupt):
+        text = "interrupted"
+    else:
+        text = str(exc) or type(exc).__name__
+    return " ".join(text.split())
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    """The single real error inside (possibly nested) exception groups from nurseries."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``p2pmsg`` command; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.needs_config is False:
+            return int(args.handler(args))
+        path = args.config or os.environ.get("P2PMSG_CONFIG") or "p2pmsg.toml"
+        if args.needs_config is None and not args.config and not os.path.exists(path):
+            config = None
+        else:
+            config = load_config(path)
+        return int(args.handler(config, args))
+    except BaseException as raw:
+        exc = _leaf(raw)
+        if isinstance(exc, SystemExit):
+            raise
+        code = exit_code_for(exc)
+        if code == exitcodes.INTERNAL or os.environ.get("P2PMSG_DEBUG"):
+            if os.environ.get("P2PMSG_DEBUG"):
+                traceback.print_exception(raw)
+            else:
+                print(f"p2pmsg: internal error: {type(exc).__name__}: {_one_line(exc)} "
+                      "(set P2PMSG_DEBUG=1 for details and please report it)", file=sys.stderr)
+                return code
+        print(f"p2pmsg: error: {_one_line(exc)}", file=sys.stderr)
+        return code

@@ -1,0 +1,259 @@
+"""``p2pmsg run``: the headless daemon loop.
+
+Theory of operation
+-------------------
+:func:`run_daemon` builds everything a :class:`~p2pmsg.node.NodeConfig` needs from a
+:class:`~p2pmsg.daemon.config.DaemonConfig`, then runs until SIGTERM/SIGINT:
+
+1. signals are captured first (``trio.open_signal_receiver``), so a SIGTERM during
+   start-up is also a clean stop;
+2. the data directory's writer lock is taken (:func:`~p2pmsg.daemon.state.writer_lock`),
+   the node key is loaded (``keyfile`` refuses group/world-readable keys), the
+   device certificate is checked against ``node.org_id``, the ``SqliteStore`` opens;
+3. network transports are built through their entry points
+   (:func:`p2pmsg.net.base.load_transport`); a configured but missing plugin is a
+   :class:`~p2pmsg.errors.TransportError` naming the package to install;
+4. the node runs (:func:`p2pmsg.node.open_node`) with static peers; mDNS discovery,
+   if enabled, is started *after* the transports are bound (it advertises their real
+   ports) as ``async with mdns.running()`` and feeds ``node.add_peer``;
+5. the metrics endpoint and the status-file writer start; a ``ready`` event is
+   logged with the bound addresses;
+6. on a signal, the node's nursery is cancelled (sessions close), the store is
+   closed. Every append acknowledged before that was already fsync'd by the store,
+   so nothing acknowledged is lost; a restart reloads heads from the store and
+   continues where it left off.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import asdict
+from importlib.metadata import entry_points
+from typing import Any
+
+import trio
+
+from ..certs import decode_certificate, verify_certificate
+from ..errors import CertificateError, DecodeError, Reason, TransportError
+from ..identity import Identity, short_id
+from ..keyfile import load_identity
+from ..net.base import Discovery, PeerHint, Transport, available_transports, load_transport
+from ..node import Node, NodeConfig, open_node
+from ..policy import AllowAllPolicy, Policy, TopicPolicy
+from ..store.sqlite import SqliteStore
+from .config import ConfigError, DaemonConfig
+from .logsetup import event
+from .metrics import serve_metrics
+from .state import pid_file, write_status, writer_lock
+
+__all__ = ["build_policy", "check_certificate", "collect_values", "run_daemon"]
+
+_PLUGIN_PACKAGES = {"tcp": "p2pmsg-tcp", "quic": "p2pmsg-quic", "mdns": "p2pmsg-mdns"}
+
+
+def build_policy(config: DaemonConfig) -> Policy:
+    """``TopicPolicy`` from the configured topic readers (static peers may connect)."""
+    if config.allow_all:
+        return AllowAllPolicy()
+    return TopicPolicy(
+        {t.topic: t.readers for t in config.topics},
+        peers=[p.node_id for p in config.peers],
+    )
+
+
+def check_certificate(config: DaemonConfig, identity: Identity, now_ms: int) -> None:
+    """Refuse to start with a certificate that is not for this key, org or time.
+
+    Raises:
+        CertificateError / DecodeError: invalid certificate.
+        ConfigError: a certificate is configured without ``node.org_id``.
+        OSError: the certificate file cannot be read.
+    """
+    if config.certificate is None:
+        return
+    if config.org_id is None:
+        raise ConfigError(f"{config.path}: node.org_id is required with node.certificate")
+    data = config.certificate.read_bytes()
+    try:
+        cert = decode_certificate(data)
+    except DecodeError as exc:
+        raise DecodeError(exc.reason, f"{config.certificate}: {exc.detail}") from None
+    if cert.device != identity.public_key:
+        raise CertificateError(
+            Reason.CERT_WRONG_ISSUER, f"{config.certificate}: certificate is for another node key"
+        )
+    try:
+        verify_certificate(cert, config.org_id, now_ms)
+    except CertificateError as exc:
+        raise CertificateError(exc.reason, f"{config.certificate}: {exc.detail}") from None
+
+
+def _transports(config: DaemonConfig, identity: Identity, policy: Policy) -> list[Transport]:
+    installed = available_transports()
+    result: list[Transport] = []
+    for listen in config.listen:
+        if listen.plugin not in installed:
+            package = _PLUGIN_PACKAGES.get(listen.plugin, f"p2pmsg-{listen.plugin}")
+            raise TransportError(
+                f"[{listen.plugin}] is configured but the transport plugin {listen.plugin!r} "
+                f"is not installed (pip install {package})"
+            )
+        result.append(load_transport(
+            listen.plugin, identity=identity, host=listen.host, port=listen.port,
+            allow_peer=policy.allow_peer,
+        ))
+    return result
+
+
+def _mdns_factory() -> Callable[..., Discovery]:
+    for ep in entry_points(group="p2pmsg.discovery"):
+        if ep.name == "mdns":
+            factory: Callable[..., Discovery] = ep.load()
+            return factory
+    raise TransportError(
+        "mdns.enabled = true but the mDNS plugin is not installed (pip install p2pmsg-mdns)"
+    )
+
+
+def _ports(transports: list[Transport]) -> dict[str, int]:
+    ports: dict[str, int] = {}
+    for t in transports:
+        for address in t.addresses():
+            port = address.rsplit(":", 1)[-1]
+            if port.isdigit():
+                ports.setdefault(t.scheme, int(port))
+    return ports
+
+
+def collect_values(node: Node, store: SqliteStore, started: float) -> dict[str, float]:
+    """The numbers exported as metrics (see :data:`p2pmsg.daemon.metrics.METRICS`)."""
+    values: dict[str, float] = {
+        k: float(v) for k, v in asdict(node.statistics()).items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
+    values["peers"] = float(len(node.connected_peers()))
+    values["stored_forks"] = float(len(store.forks()))
+    values["uptime"] = round(time.monotonic() - started, 3)
+    return values
+
+
+def _status(config: DaemonConfig, node: Node, store: SqliteStore,
+            transports: list[Transport], started_wall: float) -> dict[str, Any]:
+    topics = []
+    for topic in store.topics():
+        heads = store.heads(topic)
+        topics.append({"id": topic.hex(), "name": config.topic_name(topic),
+                       "logs": len(heads), "entries": sum(h.seq for h in heads)})
+    return {
+        "pid": os.getpid(),
+        "node_id": node.id.hex(),
+        "name": config.name,
+        "started": started_wall,
+        "updated": time.time(),
+        "listen": [a for t in transports for a in t.addresses()],
+        "connected_peers": sorted(p.hex() for p in node.connected_peers()),
+        "configured_peers": [{"id": p.node_id.hex(), "address": p.address}
+                             for p in config.peers],
+        "statistics": asdict(node.statistics()),
+        "topics": topics,
+    }
+
+
+async def _status_loop(config: DaemonConfig, node: Node, store: SqliteStore,
+                       transports: list[Transport], started_wall: float) -> None:
+    while True:
+        try:
+            write_status(config.data_dir, _status(config, node, store, transports, started_wall))
+        except OSError as exc:
+            event("status_write_failed", logging.WARNING, error=exc.strerror or str(exc))
+        await trio.sleep(config.status_interval)
+
+
+@asynccontextmanager
+async def _mdns(config: DaemonConfig, node: Node,
+                transports: list[Transport]) -> AsyncIterator[None]:
+    if not config.mdns_enabled:
+        yield
+        return
+    if config.org_id is None:
+        raise ConfigError(f"{config.path}: mdns.enabled needs node.org_id")
+    factory = _mdns_factory()
+    interfaces = config.mdns_interfaces if isinstance(config.mdns_interfaces, str) \
+        else list(config.mdns_interfaces)
+    mdns: Any = factory(node_id=node.id, org_id=config.org_id, ports=_ports(transports),
+                        interfaces=interfaces)
+    async with mdns.running(), trio.open_nursery() as nursery:
+        async def feed() -> None:
+            async for hint in mdns.hints():
+                node.add_peer(hint)
+        nursery.start_soon(feed)
+        event("mdns_started", interfaces=interfaces if isinstance(interfaces, str)
+              else ",".join(interfaces))
+        try:
+            yield
+        finally:
+            nursery.cancel_scope.cancel()
+
+
+async def run_daemon(
+    config: DaemonConfig, *, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED
+) -> int:
+    """Run the node described by ``config`` until SIGTERM/SIGINT; returns the exit code 0.
+
+    Raises the library's errors (ConfigError, KeyFileError, CertificateError,
+    StoreError, TransportError, NodeRunningError) and OSError for start-up problems;
+    the CLI turns them into one line and an exit code.
+    """
+    started = time.monotonic()
+    started_wall = time.time()
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        if not config.data_dir.is_dir():
+            raise ConfigError(
+                f"{config.path}: node.data_dir {config.data_dir} is not a directory "
+                "(create it with 'p2pmsg node init')"
+            )
+        with writer_lock(config.data_dir), pid_file(config.pid_file):
+            identity = load_identity(config.key)
+            check_certificate(config, identity, time.time_ns() // 1_000_000)
+            policy = build_policy(config)
+            transports = _transports(config, identity, policy)
+            with SqliteStore(config.store_path) as store:
+                node_config = NodeConfig(
+                    identity=identity, store=store, transports=transports,
+                    peers=[PeerHint(p.node_id, p.address) for p in config.peers],
+                    policy=policy, topics=[t.topic for t in config.topics],
+                    name=config.name or short_id(identity.public_key),
+                )
+                async with AsyncExitStack() as stack:
+                    node = await stack.enter_async_context(open_node(node_config))
+                    await stack.enter_async_context(_mdns(config, node, transports))
+                    nursery = await stack.enter_async_context(trio.open_nursery())
+                    metrics = "off"
+                    if config.metrics_address is not None:
+                        host, port = config.metrics_address
+                        bound = await nursery.start(
+                            serve_metrics, host, port,
+                            lambda: collect_values(node, store, started))
+                        metrics = f"{bound[0]}:{bound[1]}"
+                    nursery.start_soon(_status_loop, config, node, store, transports,
+                                       started_wall)
+                    event("ready", node=short_id(node.id), node_name=config.name,
+                          pid=os.getpid(), metrics=metrics,
+                          listen=",".join(a for t in transports for a in t.addresses()) or "-",
+                          peers=len(config.peers), topics=len(config.topics),
+                          mdns=config.mdns_enabled)
+                    task_status.started(node)
+                    async for signum in signals:
+                        event("stopping", signal=signal.Signals(signum).name)
+                        break
+                    nursery.cancel_scope.cancel()
+                stats = node.statistics()
+            (config.data_dir / "status.json").unlink(missing_ok=True)
+            event("stopped", entries_appended=stats.entries_appended,
+                  entries_received=stats.entries_received)
+    return 0
