@@ -25,7 +25,7 @@ import operator
 import trio
 
 from p2pmsg.errors import TransportError
-from p2pmsg.net.base import PeerStream
+from p2pmsg.net.base import PeerStream, StreamIntegrityError  # shared by all transports
 
 from .records import MAX_RECORD_SIZE, MAX_WIRE_RECORD, RecordDecoder, RecordEncoder
 
@@ -37,15 +37,6 @@ CLOSE_TIMEOUT = 5.0
 """Seconds ``aclose`` waits to deliver the final record before closing anyway."""
 SEND_BATCH = 4 * MAX_RECORD_SIZE
 """Plaintext encrypted per socket write in ``send_all`` (256 KiB)."""
-
-
-class StreamIntegrityError(TransportError, trio.BrokenResourceError):
-    """The encrypted stream was truncated, tampered with or violated the record format.
-
-    Subclasses both :class:`~p2pmsg.errors.TransportError` and
-    :class:`trio.BrokenResourceError`, so code that handles "connection lost"
-    handles it too. The stream is unusable afterwards; close it.
-    """
 
 
 class TcpPeerStream(PeerStream):
