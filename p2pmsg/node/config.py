@@ -37,7 +37,7 @@ class NodeConfig:
     transports: Sequence[Transport] = ()
     """Transports to serve on and dial with (matched to addresses by ``scheme``)."""
     discovery: Sequence[Discovery] = ()
-    """Sources of peer hints (mDNS, static lists)."""
+    """Sources of peer hints (mDNS, static lists). The node starts each (``source.run``)."""
     peers: Sequence[PeerHint] = ()
     """Configured peers, dialed and kept connected for the node's lifetime."""
     policy: Policy = field(default_factory=TopicPolicy)

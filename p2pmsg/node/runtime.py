@@ -634,6 +634,9 @@ async def open_node(config: NodeConfig) -> AsyncIterator[Node]:
             await nursery.start(transport.serve, node._handle_inbound)
         nursery.start_soon(node._signature_checker)
         for source in config.discovery:
+            # The node owns each source's lifecycle: start it (advertising, browsing)
+            # before consuming its hints. Callers must not start sources themselves.
+            await nursery.start(source.run)
             nursery.start_soon(node._run_discovery, source)
         for hint in config.peers:
             node.add_peer(hint)
