@@ -31,6 +31,8 @@ from .identity import Domain as Domain
 from .identity import Identity as Identity
 from .keyfile import load_identity as load_identity
 from .keyfile import save_identity as save_identity
+from .messenger import Messenger as Messenger
+from .messenger import open_messenger as open_messenger
 from .node import Node as Node
 from .node import NodeConfig as NodeConfig
 from .node import open_node as open_node
@@ -56,6 +58,7 @@ __all__ = [
     "KeyFileError",
     "LocalProtocolError",
     "MemoryStore",
+    "Messenger",
     "Node",
     "NodeConfig",
     "P2PMsgError",
@@ -73,6 +76,7 @@ __all__ = [
     "decode_entry",
     "issue_certificate",
     "load_identity",
+    "open_messenger",
     "open_node",
     "save_identity",
     "serve_node",

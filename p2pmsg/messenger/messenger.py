@@ -1,0 +1,590 @@
+"""The messenger: a trio facade tying a running node, the messaging rules and governance.
+
+Theory of operation
+-------------------
+A :class:`Messenger` sits on an open :class:`~p2pmsg.node.Node` whose key **is the
+device key** (the node signs every entry it appends, so the device writing to a room
+must be the node; one node per device, and an organisation's always-on node is just
+another node — a relay when it holds no room keys).
+
+Nothing here decides anything: every state shown is recomputed from what the node
+stores — ``OrgState`` per known organisation from its control topic, ``RoomState``
+from the room topic — with the pure functions of :mod:`p2pmsg.messaging`. Writes go
+through the ``compose_*`` functions, which refuse exactly what every receiving node
+would reject when it applies the entry; the messenger adds no rule of its own.
+
+Sending: the sealed payload is bound to the seq the entry will get, so the messenger
+serialises its writes per room (a ``trio.Lock``) and computes ``head + 1`` right
+before ``node.append``. If the current epoch may not be used (``RekeyRequired``: none
+yet, membership changed, a device was revoked, too old, too full) it appends a new
+epoch first and retries once.
+
+Reading: :meth:`Messenger.messages` decrypts with the epoch keys held in the
+:class:`~p2pmsg.messenger.keyring.Keyring` (opened from the room's EPOCH_KEYS entries
+on first use; shredded epochs are never reopened). :meth:`Messenger.live` subscribes
+to the room topic and yields every message that is new or changed (edited, redacted,
+reacted to, or newly decryptable because its epoch arrived) after each new entry.
+
+Cost: every call re-resolves the room from all its entries (O(n log n)); incremental
+resolution is messaging's to add. :func:`open_messenger` runs a watcher subscribed to
+every topic the node replicates: it wakes ``live`` and, if a
+:class:`~p2pmsg.governance.GovernancePolicy` is given (or is the node's policy),
+passes every room view to ``update_room`` after each change (every view the
+messenger resolves for its own calls is passed too).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import trio
+
+from ..certs import DeviceCertificate
+from ..entry import Entry
+from ..errors import LocalProtocolError
+from ..governance.policy import GovernancePolicy
+from ..hlc import COUNTER_BITS
+from ..identity import short_id
+from ..messaging import (
+    Content,
+    Edit,
+    FhirCommunication,
+    Member,
+    MemberSpec,
+    Message,
+    OrgState,
+    Reaction,
+    ReadReceipt,
+    Redaction,
+    RekeyPolicy,
+    RekeyRequired,
+    Reply,
+    RoomKind,
+    RoomRole,
+    RoomState,
+    Text,
+    Timeline,
+    compose_add,
+    compose_certificate,
+    compose_leave,
+    compose_message,
+    compose_rekey,
+    compose_remove,
+    compose_revocation,
+    compose_role,
+    control_topic,
+    decrypt_timeline,
+)
+from ..messaging.crypto import epoch_key, open_secret
+from ..messaging.errors import DecryptionError
+from ..messaging.room import RoomView
+from ..node import Node
+from .bootstrap import RoomPlan, plan_room
+from .errors import UnknownDevice, UnknownRoom
+from .keyring import Keyring, MemoryKeyring
+
+__all__ = ["Messenger", "Room", "RoomRef", "open_messenger"]
+
+log = logging.getLogger("p2pmsg.messenger")
+
+
+@dataclass(frozen=True, slots=True)
+class Room:
+    """A snapshot of a room as this device sees it. Re-read it after changes."""
+
+    topic: bytes
+    """The room id (its topic): pass it, or this object, to every messenger call."""
+    kind: RoomKind
+    creator: bytes
+    members: Mapping[bytes, Member]
+    """Current member devices -> (org, role)."""
+    epoch: int | None
+    """Index of the current epoch (0 = first), None before the first one."""
+    joined: bool
+    """True if this device is a member now."""
+    inactive: frozenset[bytes] = frozenset()
+    """Members not certified (yet) or revoked as replicated here: new epochs are not
+    sealed to them. Non-empty right after creation usually means a certificate has
+    not arrived yet (:meth:`Messenger.wait_certified`)."""
+    name: str = ""
+    """A **local** label given at creation on this device; not replicated (see docs/api.md)."""
+
+
+RoomRef = Room | bytes
+"""A room: its :class:`Room` snapshot or its topic id."""
+
+
+def _topic(room: RoomRef) -> bytes:
+    return room.topic if isinstance(room, Room) else room
+
+
+class Messenger:
+    """A device's view of its organisation and rooms, on top of a running node.
+
+    Build one with :func:`open_messenger` (which also runs the governance feed), or
+    directly on an open node. ``org`` is the device's organisation (root key);
+    ``orgs`` every other organisation whose members it talks to — their control
+    topics give the certificates and revocations needed to accept entries and seal
+    epochs. The node must replicate those control topics and the room topics
+    (:meth:`required_topics`, :meth:`missing_topics`).
+    """
+
+    def __init__(
+        self,
+        node: Node,
+        org: bytes,
+        *,
+        orgs: Iterable[bytes] = (),
+        keyring: Keyring | None = None,
+        rekey_policy: RekeyPolicy | None = None,
+        governance: GovernancePolicy | None = None,
+    ) -> None:
+        self.node = node
+        self.identity = node.identity
+        self.device: bytes = node.id
+        self.org = org
+        self.orgs: tuple[bytes, ...] = tuple(sorted(set(orgs) | {org}))
+        self.keyring: Keyring = keyring if keyring is not None else MemoryKeyring()
+        self.rekey_policy = rekey_policy
+        if governance is None and isinstance(node.policy, GovernancePolicy):
+            governance = node.policy
+        self.governance = governance
+        self._names: dict[bytes, str] = {}
+        self._locks: dict[bytes, trio.Lock] = {}
+        self._version = 0
+        self._changed = trio.lowlevel.ParkingLot()
+        self._watching = False
+
+    def __repr__(self) -> str:
+        return f"Messenger({short_id(self.device)})"
+
+    # -- state (recomputed from the node's store) ----------------------------------
+
+    def _items(self, topic: bytes) -> list[tuple[Entry, bytes | None]]:
+        return [(e, self.node.payload(e)) for e in self.node.read(topic)]
+
+    def org_states(self) -> dict[bytes, OrgState]:
+        """Every known organisation's resolved control topic, by root key."""
+        return {o: OrgState.from_entries(o, self._items(control_topic(o))) for o in self.orgs}
+
+    def certificate(self) -> DeviceCertificate | None:
+        """This device's current certificate as its org's control topic says, or None
+        (not replicated here yet, expired, or revoked)."""
+        return self.org_states()[self.org].active_devices(self._now_ms()).get(self.device)
+
+    def _state(self, topic: bytes, orgs: Mapping[bytes, OrgState] | None = None) -> RoomState:
+        state = RoomState(topic, self.org_states() if orgs is None else orgs, self.rekey_policy)
+        state.apply(self._items(topic))
+        if self.governance is not None and state.view.exists:
+            self.governance.update_room(state.view)
+        return state
+
+    def _room_state(self, room: RoomRef) -> RoomState:
+        topic = _topic(room)
+        state = self._state(topic)
+        if not state.view.exists:
+            raise UnknownRoom(f"no valid room is stored for topic {short_id(topic)}")
+        return state
+
+    def _snapshot(self, state: RoomState) -> Room:
+        view = state.view
+        assert view.create is not None
+        epoch = view.current_epoch
+        inactive = frozenset(view.members) - set(state.active_members(self._now_ms()))
+        return Room(view.topic, view.create.room_kind, view.create.creator, view.members,
+                    None if epoch is None else epoch.index, self.device in view.members,
+                    inactive, self._names.get(view.topic, ""))
+
+    def room(self, room: RoomRef) -> Room:
+        """The current snapshot of a room. Raises :class:`UnknownRoom`."""
+        return self._snapshot(self._room_state(room))
+
+    def rooms(self) -> list[Room]:
+        """Rooms stored on the node in which this device is a member now, by topic."""
+        orgs = self.org_states()
+        controls = {control_topic(o) for o in self.orgs}
+        found: list[Room] = []
+        for topic in sorted(self.node.store.topics()):
+            if topic in controls:
+                continue
+            state = self._state(topic, orgs)
+            if state.view.exists and self.device in state.view.members:
+                found.append(self._snapshot(state))
+        return found
+
+    # -- interest ------------------------------------------------------------------
+
+    def required_topics(self) -> list[bytes]:
+        """Topics the node must replicate for this device: known orgs' control topics,
+        the rooms it is a member of, and rooms it created here."""
+        topics = {control_topic(o) for o in self.orgs} | set(self._names)
+        topics.update(r.topic for r in self.rooms())
+        return sorted(topics)
+
+    def missing_topics(self) -> list[bytes]:
+        """:meth:`required_topics` that the node does not ask its peers for.
+
+        Non-empty means peers will not replicate them: the node fixes its topics at
+        open (``NodeConfig.topics``); reopen it with :func:`messenger_topics`
+        including them. docs/api.md, "Interest", has the node change this needs."""
+        asked = set(self.node.topics)
+        return [t for t in self.required_topics() if t not in asked]
+
+    def _check_interest(self, topic: bytes) -> None:
+        if topic not in self.node.topics:
+            log.warning("%s: topic %s is not replicated by the node (fixed at open); "
+                        "peers will not see it", self, short_id(topic))
+
+    # -- writing -------------------------------------------------------------------
+
+    def _now_ms(self) -> int:
+        return self.node.config.wall_clock()
+
+    def _lock(self, topic: bytes) -> trio.Lock:
+        return self._locks.setdefault(topic, trio.Lock())
+
+    def _next_seq(self, topic: bytes) -> int:
+        head = self.node.store.head(self.device, topic)
+        return 1 if head is None else head.header.seq + 1
+
+    async def _append(self, topic: bytes, payload: bytes, seq: int | None = None) -> Entry:
+        entry = await self.node.append(topic, payload)
+        if seq is not None and entry.header.seq != seq:
+            raise LocalProtocolError(
+                "another task appended to this room's log outside the messenger; "
+                "the message was sealed for another seq and will not decrypt")
+        return entry
+
+    async def _change(self, room: RoomRef, compose: Callable[[RoomState], bytes]) -> bytes:
+        """Append a membership payload composed from the current state."""
+        topic = _topic(room)
+        async with self._lock(topic):
+            state = self._room_state(topic)
+            payload = compose(state)
+            entry = await self._append(topic, payload)
+        self._state(topic)  # feeds governance
+        return entry.id
+
+    async def create_room(
+        self,
+        members: Sequence[MemberSpec | bytes] = (),
+        *,
+        kind: RoomKind = RoomKind.GROUP,
+        name: str = "",
+    ) -> Room:
+        """Create a room with ``members`` (MemberSpec for other orgs' devices, or bare
+        keys of devices some known org certifies) and open its first epoch.
+
+        The node must replicate the new topic for peers to see it: with today's node
+        that means planning the room before the node opens (:func:`plan_room`,
+        :meth:`create_room_from`); see :meth:`missing_topics`.
+        """
+        specs = [self._spec(m) for m in members]
+        plan = plan_room(self.identity, self.org, specs, kind=kind, created_ms=self._now_ms())
+        return await self.create_room_from(plan, name=name)
+
+    async def create_room_from(self, plan: RoomPlan, *, name: str = "") -> Room:
+        """Write a room composed earlier with :func:`plan_room`, then its first epoch."""
+        if plan.creator != self.device:
+            raise LocalProtocolError("the plan was made for another creator device")
+        self._check_interest(plan.topic)
+        async with self._lock(plan.topic):
+            if self._next_seq(plan.topic) != 1:
+                raise LocalProtocolError("this device already wrote to that topic")
+            await self._append(plan.topic, plan.payload, 1)
+            if name:
+                self._names[plan.topic] = name
+            state = self._room_state(plan.topic)
+            if state.rekey_reason(self._now_ms()) is not None:
+                await self._append(plan.topic, compose_rekey(state, self.identity,
+                                                              self._now_ms()))
+        return self.room(plan.topic)
+
+    def _spec(self, member: MemberSpec | bytes, role: RoomRole = RoomRole.MEMBER) -> MemberSpec:
+        if isinstance(member, MemberSpec):
+            return member
+        now = self._now_ms()
+        for org, state in self.org_states().items():
+            if member in state.active_devices(now):
+                return MemberSpec(member, org, role)
+        raise UnknownDevice(f"no known organisation certifies device {short_id(member)}")
+
+    async def add_member(
+        self, room: RoomRef, member: MemberSpec | bytes, role: RoomRole = RoomRole.MEMBER
+    ) -> bytes:
+        """Add a device (admins only). The next message sent opens a new epoch for it."""
+        spec = self._spec(member, role)
+        return await self._change(room, lambda s: compose_add(
+            s, self.identity, spec.device, spec.org, spec.role))
+
+    async def remove_member(self, room: RoomRef, device: bytes) -> bytes:
+        """Remove a device (admins only). Every later message is sealed in an epoch
+        without it (the next sender rekeys; the removed device cannot read on)."""
+        return await self._change(room, lambda s: compose_remove(s, self.identity, device))
+
+    async def change_role(self, room: RoomRef, device: bytes, role: RoomRole) -> bytes:
+        """Make a member an admin or a plain member (admins only)."""
+        return await self._change(room, lambda s: compose_role(s, self.identity, device, role))
+
+    async def leave(self, room: RoomRef) -> bytes:
+        """Leave the room; the remaining members rekey on their next message."""
+        return await self._change(room, lambda s: compose_leave(s, self.identity))
+
+    async def rekey(self, room: RoomRef) -> bytes:
+        """Open a new epoch now (normally automatic when sending)."""
+        return await self._change(room, lambda s: compose_rekey(s, self.identity, self._now_ms()))
+
+    async def send(self, room: RoomRef, content: Content) -> bytes:
+        """Seal ``content`` for the room and append it; returns the message id.
+
+        Rekeys first when the current epoch may not be used. Raises
+        :class:`~p2pmsg.messaging.NotPermitted` if this device is not a member."""
+        topic = _topic(room)
+        async with self._lock(topic):
+            for attempt in range(2):
+                state = self._room_state(topic)
+                now = self._now_ms()
+                seq = self._next_seq(topic)
+                try:
+                    payload = compose_message(state, self.identity, content, seq=seq, now_ms=now)
+                except RekeyRequired:
+                    if attempt:
+                        raise
+                    reason = state.rekey_reason(now)
+                    log.info("%s: new epoch in room %s (%s)", self, short_id(topic),
+                             reason.value if reason is not None else "not sealed to us")
+                    await self._append(topic, compose_rekey(state, self.identity, now), seq)
+                    continue
+                return (await self._append(topic, payload, seq)).id
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def send_text(self, room: RoomRef, text: str) -> bytes:
+        return await self.send(room, Text(text))
+
+    async def send_reply(self, room: RoomRef, target: bytes, text: str) -> bytes:
+        """A text answering message ``target`` (thread reference)."""
+        return await self.send(room, Reply(target, text))
+
+    async def send_edit(self, room: RoomRef, target: bytes, text: str) -> bytes:
+        """Replace the text of one of this device's texts/replies (history is kept)."""
+        return await self.send(room, Edit(target, text))
+
+    async def redact(self, room: RoomRef, target: bytes, reason: str = "") -> bytes:
+        """Delete for everyone (own messages, or any message as a room admin)."""
+        return await self.send(room, Redaction(target, reason))
+
+    async def react(self, room: RoomRef, target: bytes, key: str) -> bytes:
+        return await self.send(room, Reaction(target, key))
+
+    async def mark_read(self, room: RoomRef, up_to: bytes | None = None) -> bytes | None:
+        """Declare everything up to ``up_to`` (default: the last message) read.
+
+        Returns the receipt's id, or None if the room has no message yet."""
+        if up_to is None:
+            messages = self.messages(room)
+            if not messages:
+                return None
+            up_to = messages[-1].id
+        return await self.send(room, ReadReceipt(up_to))
+
+    async def send_fhir(
+        self, room: RoomRef, communication_json: str, fallback_text: str, *, profile: str = ""
+    ) -> bytes:
+        """A FHIR R4 ``Communication`` (JSON) with the text shown by clients without FHIR."""
+        return await self.send(room, FhirCommunication(communication_json, fallback_text,
+                                                       profile))
+
+    # -- organisation administration (ADMIN devices) ----------------------------------
+
+    async def publish_certificate(self, cert: DeviceCertificate) -> bytes:
+        """Append a root-signed certificate to this org's control topic (ADMIN devices;
+        receivers ignore it otherwise)."""
+        entry = await self.node.append(control_topic(self.org), compose_certificate(cert))
+        return entry.id
+
+    async def revoke_device(self, device: bytes, reason: str = "") -> bytes:
+        """Revoke a device of this org from now on (ADMIN devices).
+
+        Its logs this node holds are sealed at their current heads (cutoffs), so the
+        device cannot back-date later entries into them; rooms rekey away from it."""
+        cutoffs = {}
+        for topic in self.node.store.topics():
+            head = self.node.store.head(device, topic)
+            if head is not None:
+                cutoffs[topic] = head.header.seq
+        effective = self._now_ms() << COUNTER_BITS
+        payload = compose_revocation(device, effective, cutoffs, reason)
+        entry = await self.node.append(control_topic(self.org), payload)
+        return entry.id
+
+    # -- reading -------------------------------------------------------------------
+
+    def _keys(self, view: RoomView) -> dict[bytes, bytes]:
+        keys: dict[bytes, bytes] = {}
+        for epoch in view.epochs:
+            if self.keyring.is_forgotten(epoch.id):
+                continue
+            key = self.keyring.get(epoch.id)
+            if key is None:
+                sealed = epoch.recipients.get(self.device)
+                if sealed is None:
+                    continue
+                try:
+                    key = epoch_key(view.topic, open_secret(self.identity, sealed))
+                except DecryptionError:
+                    continue  # a member sealed garbage to us: that epoch stays unreadable
+                self.keyring.put(epoch.id, key)
+            keys[epoch.id] = key
+        return keys
+
+    def timeline(self, room: RoomRef) -> Timeline:
+        """Messages in display order plus read receipts (device -> last read id)."""
+        view = self._room_state(room).view
+        return decrypt_timeline(view, self.identity, self._keys(view))
+
+    def messages(self, room: RoomRef) -> list[Message]:
+        """Decrypted messages in display order (causal, HLC, entry id): the same list
+        on every member device holding the same entries."""
+        return list(self.timeline(room).messages)
+
+    async def live(self, room: RoomRef, *, history: bool = False) -> AsyncIterator[Message]:
+        """Yield messages as they arrive: every message that is new or changed
+        (edited, redacted, reacted to, newly decryptable) after each new entry.
+
+        ``history=True`` first yields the messages already stored. The room need not
+        have arrived yet (a device added elsewhere waits for it). Never ends by
+        itself; cancel the loop (or break) to stop.
+
+        Under :func:`open_messenger` it wakes on a new entry in *any* replicated
+        topic (so a certificate or revocation that changes the room counts too);
+        on a bare :class:`Messenger` it subscribes to the room topic only. A
+        subscriber overflow is healed by resubscribing and diffing: nothing is
+        skipped."""
+        topic = _topic(room)
+        if self._watching:
+            seen: dict[bytes, Message] = {} if history else {
+                m.id: m for m in self._current(topic)}
+            while True:
+                version = self._version
+                for msg in self._diff(topic, seen):
+                    yield msg
+                while self._version == version:
+                    await self._changed.park()
+        seen_sub: dict[bytes, Message] | None = None
+        while True:
+            async with self.node.subscribe(topic) as sub:
+                if seen_sub is None:
+                    seen_sub = {} if history else {m.id: m for m in self._current(topic)}
+                for msg in self._diff(topic, seen_sub):
+                    yield msg
+                async for _entry in sub:
+                    for msg in self._diff(topic, seen_sub):
+                        yield msg
+                overflowed = sub.overflowed
+            if not overflowed:
+                return
+
+    def _current(self, topic: bytes) -> list[Message]:
+        try:
+            return self.messages(topic)
+        except UnknownRoom:
+            return []  # the creation entry has not arrived yet: live() waits for it
+
+    def _diff(self, topic: bytes, seen: dict[bytes, Message]) -> list[Message]:
+        changed = [m for m in self._current(topic) if seen.get(m.id) != m]
+        for m in changed:
+            seen[m.id] = m
+        return changed
+
+    async def wait_certified(self, devices: Iterable[bytes] = ()) -> None:
+        """Wait until this device and ``devices`` are active (certified, not revoked)
+        in the known organisations' control topics as replicated here.
+
+        Call it before creating a room or adding members: an epoch is sealed only to
+        devices whose certificate this node holds, so a message sent earlier stays
+        unreadable for a member whose certificate had not arrived yet."""
+        wanted = {self.device, *devices}
+        while True:
+            now = self._now_ms()
+            active: set[bytes] = set()
+            for state in self.org_states().values():
+                active.update(state.active_devices(now))
+            if wanted <= active:
+                await trio.lowlevel.checkpoint()
+                return
+            await self._wait_any_control_entry()
+
+    async def _wait_any_control_entry(self) -> None:
+        counts = {t: sum(h.seq for h in self.node.store.heads(t))
+                  for t in (control_topic(o) for o in self.orgs)}
+        async with trio.open_nursery() as nursery:
+            async def one(topic: bytes, count: int) -> None:
+                await self.node.wait_for_entries(topic, count + 1)
+                nursery.cancel_scope.cancel()
+            for topic, count in counts.items():
+                nursery.start_soon(one, topic, count)
+
+    # -- watcher: live wake-ups and the governance feed ------------------------------
+
+    async def _watch_all(self, *, task_status: trio.TaskStatus[None]
+                         = trio.TASK_STATUS_IGNORED) -> None:
+        """Bump :attr:`_version` on every new entry of a replicated topic (waking
+        ``live``) and pass every room view to ``governance.update_room``."""
+        async with trio.open_nursery() as nursery:
+            for topic in self.node.topics:
+                await nursery.start(self._watch, topic)
+            self._watching = True
+            try:
+                task_status.started()
+                if self.governance is not None:
+                    self.rooms()  # _state feeds governance for every room it resolves
+                    seen = self._version
+                    while True:
+                        while self._version == seen:
+                            await self._changed.park()
+                        seen = self._version
+                        self.rooms()
+                        await trio.sleep(0)
+            finally:
+                self._watching = False
+
+    async def _watch(self, topic: bytes, *, task_status: trio.TaskStatus[None]
+                     = trio.TASK_STATUS_IGNORED) -> None:
+        started = False
+        while True:
+            async with self.node.subscribe(topic) as sub:
+                if not started:
+                    task_status.started()
+                    started = True
+                async for _entry in sub:
+                    self._version += 1
+                    self._changed.unpark_all()
+                if not sub.overflowed:
+                    return
+            self._version += 1  # entries may have been dropped: make everyone re-read
+            self._changed.unpark_all()
+
+
+@asynccontextmanager
+async def open_messenger(
+    node: Node,
+    org: bytes,
+    *,
+    orgs: Iterable[bytes] = (),
+    keyring: Keyring | None = None,
+    rekey_policy: RekeyPolicy | None = None,
+    governance: GovernancePolicy | None = None,
+) -> AsyncIterator[Messenger]:
+    """``async with open_messenger(node, my_org, orgs=[...]) as m:`` — a
+    :class:`Messenger` on an open node, with its watcher running until the block
+    exits: it wakes :meth:`Messenger.live` on any replicated topic's new entries and
+    feeds ``update_room`` of a ``GovernancePolicy`` (given, or the node's policy)."""
+    messenger = Messenger(node, org, orgs=orgs, keyring=keyring, rekey_policy=rekey_policy,
+                          governance=governance)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(messenger._watch_all)
+        yield messenger
+        nursery.cancel_scope.cancel()
