@@ -203,8 +203,7 @@ async def run_node(cfg: dict[str, Any]) -> None:
                     ports={transport.scheme: int(cfg["port"])},
                     interfaces=[str(cfg["host"])],
                 )
-                await stack.enter_async_context(mdns.running())
-                discovery.append(mdns)
+                discovery.append(mdns)  # the node starts it (Discovery.run)
             config = NodeConfig(
                 identity=identity, store=store, transports=[transport],
                 discovery=discovery, peers=peers, policy=policy, topics=topics,

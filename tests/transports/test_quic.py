@@ -344,10 +344,10 @@ def _crash_silently(server: Server) -> None:
     endpoint = server.transport._endpoint
     assert endpoint is not None
 
-    async def blackhole(data: bytes, addr: tuple[str, int]) -> None:
-        await trio.lowlevel.checkpoint()
+    def blackhole(data: bytes, addr: tuple[str, int]) -> bool:
+        return True  # "sent", and lost
 
-    endpoint.send = blackhole  # type: ignore[method-assign]
+    endpoint.transmit = blackhole  # type: ignore[method-assign]
 
 
 async def test_stopping_serve_tells_peers_at_once() -> None:
@@ -421,3 +421,31 @@ async def test_other_alpn_is_rejected() -> None:
             with pytest.raises(TransportError):
                 await client.dial(server.address, server.identity.public_key)
         assert server.handler_calls == 0
+
+
+def _ipv6_loopback_available() -> bool:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _ipv6_loopback_available(), reason="no IPv6 loopback on this host")
+async def test_ipv6_round_trip() -> None:
+    server = QuicTransport(identity=Identity.generate(), host="::1", settings=LOOPBACK)
+    box = Server(server)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.serve, box.handler)
+        client = QuicTransport(identity=Identity.generate(), host="::1", settings=LOOPBACK)
+        async with client:
+            assert box.address.startswith("quic://[::1]:")
+            dialed = await client.dial(box.address, server.identity.public_key)
+            served = await box.accepted.receive()
+            await dialed.send_all(b"over IPv6")
+            await dialed.send_eof()
+            assert await _read_all(served) == b"over IPv6"
+        nursery.cancel_scope.cancel()

@@ -26,15 +26,17 @@ fails loudly in CI instead of silently weakening authentication or backpressure.
    ``window`` bytes are ever buffered per stream. It writes the MAX_STREAM_DATA
    frame itself, using ``stream.max_stream_data_local(_sent)`` and
    ``QuicConnection._on_max_stream_data_delivery`` (resend on loss).
-6. **Whether a datagram was accepted**: ``QuicConnection._network_paths`` is
-   empty until a packet decrypted, so a server connection built for a forged
-   Initial can be discarded at once (:func:`accepted_any_packet`).
+6. **Whether a datagram was accepted**: each packet number space's
+   ``largest_received_packet`` (``QuicConnection._spaces``) stays -1 until a packet
+   of that space decrypted, so a server connection built for a forged Initial can
+   be discarded at once (:func:`accepted_any_packet`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from aioquic import tls
 from aioquic.quic import events
 from aioquic.quic.connection import MAX_STREAM_DATA_FRAME_CAPACITY, QuicConnection
 from aioquic.quic.packet import QuicFrameType
@@ -75,11 +77,16 @@ class MutualQuicConnection(QuicConnection):
     def _write_stream_limits(
         self, builder: QuicPacketBuilder, space: QuicPacketSpace, stream: QuicStream
     ) -> None:
-        window, read_offset = self.receive_window, self.read_offset
-        if window is None or read_offset is None or not stream.max_stream_data_local:
+        window, read_offset, stream_id = self.receive_window, self.read_offset, stream.stream_id
+        if (
+            window is None
+            or read_offset is None
+            or stream_id is None
+            or not stream.max_stream_data_local
+        ):
             super()._write_stream_limits(builder, space, stream)
             return
-        target = read_offset(stream.stream_id) + window
+        target = read_offset(stream_id) + window
         # Grow only by what the application consumed, in steps of half a window
         # (fewer MAX_STREAM_DATA frames); never shrink (RFC 9000 forbids it).
         if target - stream.max_stream_data_local >= max(1, window // 2):
@@ -91,7 +98,7 @@ class MutualQuicConnection(QuicConnection):
                 handler=self._on_max_stream_data_delivery,
                 handler_args=(stream,),
             )
-            buf.push_uint_var(stream.stream_id)
+            buf.push_uint_var(stream_id)
             buf.push_uint_var(stream.max_stream_data_local)
             stream.max_stream_data_local_sent = stream.max_stream_data_local
 
@@ -106,8 +113,11 @@ def window_update_due(quic: QuicConnection, stream_id: int, consumed: int, windo
 
 
 def accepted_any_packet(quic: QuicConnection) -> bool:
-    """True once the connection decrypted a packet (forged Initials never do)."""
-    return bool(quic._network_paths)
+    """True once the connection decrypted a packet (forged Initials never do), or
+    decrypted one it refuses (e.g. no common ALPN: the CONNECTION_CLOSE must go out)."""
+    spaces: dict[tls.Epoch, QuicPacketSpace] = quic._spaces
+    decrypted = any(space.largest_received_packet >= 0 for space in spaces.values())
+    return decrypted or close_event(quic) is not None
 
 
 def peer_certificate(quic: QuicConnection) -> x509.Certificate | None:

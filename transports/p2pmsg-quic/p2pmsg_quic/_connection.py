@@ -7,14 +7,24 @@ datagrams, API calls and timer ticks, and hands back datagrams and events. A
 :class:`ConnectionDriver` owns one and feeds it:
 
 * **Inbound**: the endpoint's receive loop calls :meth:`datagram_received`
-  (synchronously) for every datagram routed here by connection id. Events are
-  handled at once, so the peer-key check on ``HandshakeCompleted`` runs before any
+  (synchronously) for every datagram routed here by connection id, and
+  :meth:`transmit` once per batch of datagrams. :meth:`transmit` handles events
+  first, so the peer-key check on ``HandshakeCompleted`` runs before any
   ``StreamDataReceived`` of the same batch is looked at.
-* **Outbound**: one pump task per connection (:meth:`run`) sends whatever
-  ``datagrams_to_send`` returns, then sleeps until poked (new data, an ACK, a close)
-  or until aioquic's timer or the keepalive is due. Only this task sends, so
-  datagrams of one connection leave in order.
+* **Outbound**: :meth:`transmit` is synchronous: it sends whatever
+  ``datagrams_to_send`` returns straight into the (non-blocking) socket. It runs
+  after each inbound batch, after the application wrote (``send``), and from the
+  timer task. If the kernel buffer is full the rest waits in an outbox (sent
+  first next time, so a connection's datagrams leave in order) and the endpoint
+  retries when the socket is writable.
+* **Timers**: one task per connection (:meth:`run`) sleeps until aioquic's timer,
+  the keepalive or the server's handshake deadline; every :meth:`transmit` moves
+  its deadline (a cancel-scope deadline change, not a task wake-up).
 * ``now`` is always :func:`trio.current_time`, so a ``MockClock`` drives timers.
+
+Receive flow control: the connection is a :class:`MutualQuicConnection` whose
+stream window only grows as the application consumes (see ``_aioquic.py``);
+:meth:`consumed` asks for a MAX_STREAM_DATA frame when one is due.
 
 Stream opening
 --------------
@@ -45,7 +55,15 @@ from aioquic.quic.packet import QuicErrorCode
 from p2pmsg.errors import TransportError
 from p2pmsg.identity import short_id
 
-from ._aioquic import close_event, peer_certificate, send_finished, unacked_send_bytes
+from ._aioquic import (
+    MutualQuicConnection,
+    accepted_any_packet,
+    close_event,
+    peer_certificate,
+    send_finished,
+    unacked_send_bytes,
+    window_update_due,
+)
 from ._cert import peer_key_from_certificate
 
 if TYPE_CHECKING:
@@ -69,7 +87,8 @@ Address = tuple[str, int]
 class _Endpoint(Protocol):
     """What a driver needs from the socket owner (see :mod:`p2pmsg_quic._endpoint`)."""
 
-    async def send(self, data: bytes, addr: Address) -> None: ...
+    def transmit(self, data: bytes, addr: Address) -> bool: ...
+    def wait_writable(self, driver: ConnectionDriver) -> None: ...
     def add_route(self, cid: bytes, driver: ConnectionDriver) -> None: ...
     def remove_route(self, cid: bytes) -> None: ...
     def forget(self, driver: ConnectionDriver) -> None: ...
@@ -84,6 +103,10 @@ class DriverSettings(Protocol):
     def send_buffer(self) -> int: ...
     @property
     def close_timeout(self) -> float: ...
+    @property
+    def handshake_timeout(self) -> float: ...
+    @property
+    def flow_control_window(self) -> int: ...
 
 
 class ConnectionDriver:
@@ -126,11 +149,22 @@ class ConnectionDriver:
         self._last_ping = now
         self._ping_uid = 0
         self._outbox: deque[tuple[bytes, Address]] = deque()
+        self._in_transmit = False
+        self._sleep_scope: trio.CancelScope | None = None
+        self._handshake_deadline = (
+            None if quic.configuration.is_client else now + settings.handshake_timeout
+        )
+        """Server side: drop a connection that has not opened its stream by then."""
+        self._received = 0
+        """Bytes of stream 0 aioquic delivered (with the opening byte)."""
+        if isinstance(quic, MutualQuicConnection):
+            quic.receive_window = settings.flow_control_window
+            quic.read_offset = self._read_offset
 
     # -- signalling ---------------------------------------------------------------
 
     def poke(self) -> None:
-        """Ask the pump task to send whatever aioquic has queued."""
+        """Wake the timer task (it re-checks timers, then transmits)."""
         self._wakeup.set()
 
     async def wait_progress(self) -> None:
@@ -155,30 +189,44 @@ class ConnectionDriver:
 
     def send(self, data: bytes, end_stream: bool = False) -> None:
         self.quic.send_stream_data(STREAM_ID, data, end_stream=end_stream)
-        self.poke()
+        self.transmit()
 
     def close(self, error_code: int = QuicErrorCode.NO_ERROR, reason: str = "closed") -> None:
-        """Start closing the connection (CONNECTION_CLOSE); the pump sends it."""
+        """Start closing the connection (CONNECTION_CLOSE is sent at once)."""
         if self.closing_reason is None:
             self.closing_reason = reason
         self.quic.close(error_code=error_code, reason_phrase=reason)
-        self.poke()
+        self.transmit()
         self._notify_progress()
+
+    def _read_offset(self, stream_id: int) -> int:
+        stream = self.stream
+        if stream_id != STREAM_ID or stream is None:
+            return 0  # other streams are refused; never grant them more
+        return self._received - stream.receive_buffered
+
+    def consumed(self) -> None:
+        """The application took bytes from the stream: reopen the peer's window."""
+        window = self.settings.flow_control_window
+        if window_update_due(self.quic, STREAM_ID, self._read_offset(STREAM_ID), window):
+            self.transmit()
 
     # -- inbound --------------------------------------------------------------------
 
     def datagram_received(self, data: bytes, addr: Address, now: float) -> None:
+        """Feed one datagram; the caller calls :meth:`transmit` after its batch."""
         self.quic.receive_datagram(data, addr, now)
         self._last_rx = now
-        self._process_events()
-        self.poke()
+
+    def accepted_any_packet(self) -> bool:
+        return accepted_any_packet(self.quic)
 
     def _reject(self, reason: str, error_code: int = QuicErrorCode.CONNECTION_REFUSED) -> None:
         # Everything the peer sent after this point is dropped unread.
         self._rejected = True
         self.close(error_code=error_code, reason=reason)
 
-    def _process_events(self) -> None:
+    def _process_events(self, notify: bool = True) -> None:
         quic = self.quic
         while (event := quic.next_event()) is not None:
             if isinstance(event, events.ConnectionIdIssued):
@@ -202,7 +250,8 @@ class ConnectionDriver:
         closing = close_event(quic)
         if closing is not None and self.closing_reason is None:
             self.closing_reason = closing.reason_phrase or f"closed (0x{closing.error_code:x})"
-        self._notify_progress()
+        if notify:
+            self._notify_progress()
 
     def _handshake_completed(self, event: events.HandshakeCompleted) -> None:
         if event.alpn_protocol != ALPN:
@@ -234,6 +283,7 @@ class ConnectionDriver:
             self._reject("only stream 0 may be used", QuicErrorCode.PROTOCOL_VIOLATION)
             return
         data = event.data
+        self._received += len(data)
         if not self.established:
             if not data:
                 if event.end_stream:
@@ -245,6 +295,7 @@ class ConnectionDriver:
                 return
             data = data[1:]
             self.established = True
+            self._handshake_deadline = None
             if not self.quic.configuration.is_client:
                 self.send(_ACCEPT)
                 if self._on_accept is not None:
@@ -268,56 +319,94 @@ class ConnectionDriver:
             return None
         return max(self._last_rx, self._last_ping) + interval
 
-    async def flush(self) -> None:
-        """Send everything aioquic has queued. A datagram interrupted by cancellation
-        stays in the outbox for the next flush (the endpoint's shutdown flush)."""
-        outbox = self._outbox
-        outbox.extend(self.quic.datagrams_to_send(now=trio.current_time()))
-        while outbox:
-            data, addr = outbox[0]
-            await self._endpoint.send(data, addr)
-            outbox.popleft()
+    def _deadline(self) -> float:
+        deadline = math.inf
+        for at in (self.quic.get_timer(), self._keepalive_at(), self._handshake_deadline):
+            if at is not None and at < deadline:
+                deadline = at
+        return deadline
+
+    def transmit(self) -> None:
+        """Handle pending events, then send what aioquic has queued, without blocking.
+
+        Datagrams the kernel cannot take now stay in the outbox, ahead of later
+        ones; the endpoint calls this again once the socket is writable.
+        """
+        if self._in_transmit:
+            # Re-entered from event handling: the outer call sends, or, if it is
+            # past datagrams_to_send already, the woken timer task does.
+            self.poke()
+            return
+        self._in_transmit = True
+        try:
+            self._process_events()
+            outbox = self._outbox
+            datagrams = self.quic.datagrams_to_send(now=trio.current_time())
+            if outbox:
+                outbox.extend(datagrams)
+                datagrams = []
+                while outbox and self._endpoint.transmit(*outbox[0]):
+                    outbox.popleft()
+            else:
+                for i, (data, addr) in enumerate(datagrams):
+                    if not self._endpoint.transmit(data, addr):
+                        outbox.extend(datagrams[i:])
+                        break
+            if outbox:
+                self._endpoint.wait_writable(self)
+            self._process_events(notify=False)  # e.g. ids issued while writing
+            scope = self._sleep_scope
+            if scope is not None:
+                scope.deadline = self._deadline()
+        finally:
+            self._in_transmit = False
+
+    def _on_wakeup(self, now: float) -> None:
+        quic = self.quic
+        timer = quic.get_timer()
+        if timer is not None and now >= timer:
+            quic.handle_timer(now)
+        keepalive = self._keepalive_at()
+        if keepalive is not None and now >= keepalive and not self.terminated:
+            self._ping_uid += 1
+            quic.send_ping(self._ping_uid)
+            self._last_ping = now
+        deadline = self._handshake_deadline
+        if deadline is not None and now >= deadline:
+            self._handshake_deadline = None  # once only (a past deadline would spin)
+            if self.closing_reason is None:
+                self.close(QuicErrorCode.NO_ERROR, "handshake timed out")
 
     async def run(self) -> None:
-        """The pump task: transmit, then sleep until poked or a timer is due.
+        """The timer task: transmit, then sleep until poked or a timer is due.
 
         Returns when the connection terminated (idle timeout, close completed).
         Cancelling it closes the connection: CONNECTION_CLOSE is still sent (shielded,
         bounded by a short timeout).
         """
-        quic = self.quic
         try:
             while True:
-                await self.flush()
-                self._process_events()
+                self.transmit()
                 if self.terminated:
                     return
-                timer = quic.get_timer()
-                keepalive = self._keepalive_at()
-                deadline = min(
-                    math.inf if timer is None else timer,
-                    math.inf if keepalive is None else keepalive,
-                )
-                if not self._wakeup.is_set():
-                    with trio.move_on_at(deadline):
-                        await self._wakeup.wait()
+                with trio.CancelScope(deadline=self._deadline()) as scope:
+                    self._sleep_scope = scope
+                    await self._wakeup.wait()
+                self._sleep_scope = None
                 self._wakeup = trio.Event()
-                now = trio.current_time()
-                if timer is not None and now >= timer:
-                    quic.handle_timer(now)
-                    self._process_events()
-                if keepalive is not None and now >= keepalive and not self.terminated:
-                    self._ping_uid += 1
-                    quic.send_ping(self._ping_uid)
-                    self._last_ping = now
+                self._on_wakeup(trio.current_time())
         finally:
+            self._sleep_scope = None
             if not self.terminated:
                 # Abandoned (the endpoint is shutting down): say goodbye so the peer
                 # learns at once instead of after its idle timeout.
                 with trio.CancelScope(shield=True), trio.move_on_after(_GOODBYE_TIMEOUT):
                     if self.closing_reason is None:
                         self.close(reason="transport shut down")
-                    await self.flush()
+                    self.transmit()
+                    while self._outbox:  # the endpoint's writer may be gone: poll
+                        await trio.sleep(0.005)
+                        self.transmit()
             self._terminate(self.closing_reason or "transport shut down")
 
     async def wait_established(self, handshake_timeout: float) -> None:

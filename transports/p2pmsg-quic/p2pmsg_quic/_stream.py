@@ -6,6 +6,10 @@ therefore hands data over only while the stream holds fewer than
 for ACKs. That bound covers both the congestion window (unsent bytes stay
 unacknowledged) and the peer's flow-control window.
 
+Read side: at most ``settings.flow_control_window`` received bytes wait here for
+the application; the peer's window is reopened only as ``receive_some`` consumes
+(``ConnectionDriver.consumed``), so a slow reader slows the sender down.
+
 Half-close is the QUIC FIN (``send_eof``). ``aclose`` is graceful for what was
 already sent: it sends FIN, waits up to ``settings.close_timeout`` for everything
 to be acknowledged, then closes the whole connection (CONNECTION_CLOSE).
@@ -40,6 +44,7 @@ class QuicPeerStream(PeerStream):
         self.remote_id = remote_id
         self._driver = driver
         self._chunks: deque[bytes] = deque()
+        self._buffered = 0
         self._eof_received = False
         self._reset_received = False
         self._send_broken = False
@@ -53,11 +58,17 @@ class QuicPeerStream(PeerStream):
 
         return f"QuicPeerStream({short_id(self.remote_id)})"
 
+    @property
+    def receive_buffered(self) -> int:
+        """Bytes received from the peer that the application has not read yet."""
+        return self._buffered
+
     # -- called by the driver -------------------------------------------------------
 
     def _feed(self, data: bytes, end_stream: bool) -> None:
         if data:
             self._chunks.append(data)
+            self._buffered += len(data)
         if end_stream:
             self._eof_received = True
 
@@ -97,11 +108,24 @@ class QuicPeerStream(PeerStream):
             self._receiving = False
 
     def _take(self, max_bytes: int) -> bytes:
-        chunk = self._chunks[0]
-        if len(chunk) <= max_bytes:
-            return self._chunks.popleft()
-        self._chunks[0] = chunk[max_bytes:]
-        return chunk[:max_bytes]
+        chunks = self._chunks
+        chunk = chunks[0]
+        if len(chunk) > max_bytes:
+            chunks[0] = chunk[max_bytes:]
+            taken = chunk[:max_bytes]
+        elif len(chunks) == 1 or len(chunk) + len(chunks[1]) > max_bytes:
+            taken = chunks.popleft()
+        else:
+            # Several packets' worth fit: hand them over in one call.
+            parts = [chunks.popleft()]
+            size = len(parts[0])
+            while chunks and size + len(chunks[0]) <= max_bytes:
+                size += len(chunks[0])
+                parts.append(chunks.popleft())
+            taken = b"".join(parts)
+        self._buffered -= len(taken)
+        self._driver.consumed()
+        return taken
 
     # -- sending --------------------------------------------------------------------
 
@@ -125,7 +149,8 @@ class QuicPeerStream(PeerStream):
             while view:
                 self._check_can_send()
                 room = limit - driver.unacked()
-                if room <= 0:
+                if room < max(1, min(len(view), limit // 4)):
+                    # Top up in large pieces: each hand-over costs a transmit pass.
                     await driver.wait_progress()
                     continue
                 n = min(room, len(view))
@@ -165,7 +190,10 @@ class QuicPeerStream(PeerStream):
     # -- closing --------------------------------------------------------------------
 
     async def aclose(self) -> None:
-        """Send FIN, wait (bounded) for it to be acknowledged, close the connection."""
+        """Send FIN, wait (bounded) for it to be acknowledged, close the connection.
+
+        Called while cancelled, it aborts instead: CONNECTION_CLOSE without FIN, so
+        the peer sees a broken stream rather than a clean EOF."""
         if self._closed:
             await trio.lowlevel.checkpoint()
             return
@@ -173,6 +201,9 @@ class QuicPeerStream(PeerStream):
         driver = self._driver
         driver.wake_waiters()  # tasks blocked in receive_some/send_all see the close
         try:
+            # A cancelled close is an abort: no FIN, so the peer cannot mistake it
+            # for a clean end of the stream (the finally sends CONNECTION_CLOSE).
+            await trio.lowlevel.checkpoint_if_cancelled()
             with trio.move_on_after(driver.settings.close_timeout):
                 if driver.closing_reason is None and not self._eof_sent and not self._send_broken:
                     self._eof_sent = True

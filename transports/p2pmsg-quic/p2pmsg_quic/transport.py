@@ -39,7 +39,7 @@ from p2pmsg.net.base import StreamHandler, Transport
 from ._aioquic import MutualQuicConnection
 from ._cert import node_certificate
 from ._connection import ALPN, Address, ConnectionDriver
-from ._endpoint import CONNECTION_ID_LENGTH, Endpoint
+from ._endpoint import CONNECTION_ID_LENGTH, Endpoint, NewConnectionLimiter
 from ._stream import QuicPeerStream
 
 __all__ = ["SCHEME", "QuicSettings", "QuicTransport", "format_address", "parse_address"]
@@ -67,8 +67,15 @@ class QuicSettings:
     """``aclose`` waits at most this long for sent data to be acknowledged."""
     max_connections: int = 1024
     """Connections one socket carries; further Initials are dropped (DoS bound)."""
+    new_connection_rate: float = 20.0
+    """New server connections per second accepted from one source host (Initial
+    flood bound: there are no Retry tokens); excess Initials are dropped."""
+    new_connection_burst: int = 40
+    """How many new connections one source host may open at once."""
     flow_control_window: int = 1 << 20
-    """Initial QUIC stream/connection flow-control window (aioquic grows it)."""
+    """Receive window per stream: at most this many received bytes wait for the
+    application; the peer's window reopens only as the application reads. (The
+    connection-level window starts here and is grown by aioquic.)"""
     socket_buffer: int = 4 << 20
     """Requested SO_RCVBUF/SO_SNDBUF of the UDP socket (capped by the kernel)."""
     supported_versions: list[int] = field(
@@ -86,6 +93,10 @@ class QuicSettings:
             raise ValueError("keepalive_interval must be in (0, idle_timeout)")
         if self.send_buffer < 1 or self.max_connections < 1:
             raise ValueError("send_buffer and max_connections must be >= 1")
+        if self.flow_control_window < 1024:
+            raise ValueError("flow_control_window must be >= 1024")
+        if self.new_connection_rate <= 0 or self.new_connection_burst < 1:
+            raise ValueError("new_connection_rate must be > 0 and new_connection_burst >= 1")
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -168,31 +179,35 @@ class QuicTransport(Transport):
 
     # -- lifecycle --------------------------------------------------------------------
 
-    async def _open_socket(self) -> trio.socket.SocketType:
+    def _open_socket(self) -> socket.socket:
+        # A plain non-blocking socket: the endpoint drains it in batches itself.
         try:
             is_v6 = ipaddress.ip_address(self.host).version == 6
             family = socket.AF_INET6 if is_v6 else socket.AF_INET
         except ValueError as exc:
             raise TransportError(f"bind host must be an IP address, got {self.host!r}") from exc
-        sock = trio.socket.socket(family, socket.SOCK_DGRAM)
+        sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
+            sock.setblocking(False)
             # Bursts from many connections overflow the default ~200 KiB buffers;
             # the kernel caps these at net.core.[rw]mem_max.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.settings.socket_buffer)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.settings.socket_buffer)
-            await sock.bind((self.host, self.port))
+            sock.bind((self.host, self.port))
         except OSError as exc:
             sock.close()
             raise TransportError(f"cannot bind UDP {self.host}:{self.port}: {exc}") from exc
         return sock
 
     async def _run_endpoint(self, *, task_status: trio.TaskStatus[Endpoint]) -> None:
-        sock = await self._open_socket()
+        sock = self._open_socket()
+        await trio.lowlevel.checkpoint()
+        s = self.settings
         with sock:
             async with trio.open_nursery() as nursery:
                 endpoint = Endpoint(
-                    sock, nursery, list(self.settings.supported_versions),
-                    self.settings.max_connections,
+                    sock, nursery, list(s.supported_versions), s.max_connections,
+                    NewConnectionLimiter(s.new_connection_rate, s.new_connection_burst),
                 )
                 self._endpoint = endpoint
                 try:
