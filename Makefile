@@ -25,8 +25,10 @@ typecheck: $(STAMP)
 
 # The multi-host tests (tests/netns) need iproute2 and root; the script installs
 # iproute2 when root and missing, and never fails: without them those tests skip.
+# Likewise the ward-chat browser test needs Debian chromium + chromedriver.
 pytest: $(STAMP)
 	bash tools/ensure_netns_deps.sh
+	sh tools/ensure_browser_deps.sh
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 test: lint typecheck pytest
