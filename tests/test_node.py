@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import trio
 import trio.testing
-from conftest import build_chain
+from chain_helpers import build_chain
 from node_helpers import T1, T2, assert_store_valid, config, ident, ids, start
 
 from p2pmsg.forks import ForkProof

@@ -10,13 +10,14 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import struct
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Chain, build_chain
+from chain_helpers import Chain, build_chain
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -25,6 +26,7 @@ from p2pmsg.errors import ForkError, StoreCorruptError, StoreError
 from p2pmsg.forks import ForkProof
 from p2pmsg.identity import Identity
 from p2pmsg.store import LogHead, MemoryStore, PayloadState, SqliteStore, Store
+from p2pmsg.store import sqlite as sqlite_store
 from p2pmsg.store.base import Misbehaviour
 from p2pmsg.store.sqlite import APPLICATION_ID, SCHEMA_VERSION
 from p2pmsg.validate import verify_run
@@ -315,6 +317,20 @@ def test_put_payload(store: AnyStore) -> None:
     assert store.put_payload(e.id, chain.payloads[e.id]) is False
     assert store.get_payload(e.id) == chain.payloads[e.id]
     assert store.missing_payloads(chain.topic) == [chain.entries[1].id]
+
+
+def test_payloads_verified_skips_nothing_but_the_hash(store: AnyStore) -> None:
+    chain = build_chain(3)
+    result = store.append(chain.entries[:2], chain.payloads, payloads_verified=True)
+    assert result.added == tuple(chain.entries[:2])
+    assert store.get_payload(chain.entries[0].id) == chain.payloads[chain.entries[0].id]
+    # the flag only trusts payload hashes: log linkage is still enforced
+    with pytest.raises(StoreError, match="seq_gap"):
+        store.append([build_chain(3).entries[2]], payloads_verified=True)
+    # and without it a wrong payload is still refused
+    bad = {chain.entries[2].id: b"not the payload"}
+    with pytest.raises(StoreError, match="payload"):
+        store.append(chain.entries[2:], bad)
 
 
 def test_erase_payload_is_final(store: AnyStore) -> None:
@@ -740,3 +756,75 @@ def test_erased_payload_bytes_are_overwritten(tmp_path: Path, size: int) -> None
     finally:
         s.close()
     assert marker not in path.read_bytes()
+
+
+# -- SqliteStore only: the id index and its in-memory tail --------------------------------
+
+
+def _check_lookups(s: SqliteStore, chains: Sequence[Chain], upto: int = 1 << 30) -> None:
+    for chain in chains:
+        for e in chain.entries[:upto]:
+            assert s.get_entry(e.id) == e
+            assert s.get_payload(e.id) == chain.payloads[e.id]
+        for e in chain.entries[upto:]:
+            assert s.get_entry(e.id) is None
+    assert s.get_entry(b"\x00" * 32) is None
+    assert s.get_payload(b"\x01" * 32) is PayloadState.UNKNOWN
+
+
+def test_id_lookups_across_index_merges_and_prefix_collisions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, topic: bytes
+) -> None:
+    # A merge every 5 entries, and an "id prefix" of one bool: nearly all ids collide.
+    monkeypatch.setattr(sqlite_store, "_TAIL_LIMIT", 5)
+    monkeypatch.setattr(sqlite_store, "_IDP", struct.Struct(">?"))
+    path = tmp_path / "s.db"
+    chains = [build_chain(12, topic=topic) for _ in range(3)]
+    with SqliteStore(path) as s:
+        for start in range(0, 12, 3):  # batches of 3 from each log, interleaved
+            for c in chains:
+                s.append(c.entries[start : start + 3], c.payloads)
+            _check_lookups(s, chains, upto=start + 3)
+        extra = build_chain(2, topic=topic)  # stays in the tail: 36 merged, 2 not
+        s.append(extra.entries, extra.payloads)
+        _check_lookups(s, [*chains, extra])
+        merged, tail = chains[0].entries[0], extra.entries[0]
+        assert s.erase_payload(merged.id) and s.erase_payload(tail.id)
+        assert s.get_payload(merged.id) is PayloadState.ERASED
+        assert s.get_payload(tail.id) is PayloadState.ERASED
+    with SqliteStore(path) as s:  # reopening rebuilds the tail from the file
+        assert s.get_entry(tail.id) == tail and s.get_entry(merged.id) == merged
+        assert s.append(extra.entries).duplicates == 2
+        rest = [e for c in chains for e in c.entries[1:]]
+        assert all(s.get_entry(e.id) == e for e in rest + extra.entries[1:])
+        conn = sqlite3.connect(path)
+        try:
+            indexed = conn.execute("SELECT count(*) FROM ids").fetchone()[0]
+        finally:
+            conn.close()
+        assert indexed >= 35  # the test can fail: merges did fill the index
+
+
+def test_entries_appended_through_another_connection_are_found(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    a, b = build_chain(3), build_chain(3)
+    with SqliteStore(path) as first, SqliteStore(path) as second:
+        first.append(a.entries[:1], a.payloads)
+        assert second.get_entry(a.entries[0].id) == a.entries[0]
+        first.append(a.entries[1:], a.payloads)  # second's tail is now stale
+        second.append(b.entries, b.payloads)
+        for s in (first, second):
+            for chain in (a, b):
+                assert [s.get_entry(e.id) for e in chain.entries] == chain.entries
+                assert s.get_payload(chain.entries[-1].id) == chain.payloads[chain.entries[-1].id]
+
+
+def test_older_schema_is_refused_as_store_error(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    SqliteStore(path).close()
+    _tamper(path, f"PRAGMA user_version = {SCHEMA_VERSION - 1}")
+    message = _refuses(path, StoreError)
+    assert "older" in message
+    with pytest.raises(StoreError) as info:
+        SqliteStore(path)
+    assert not isinstance(info.value, StoreCorruptError)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from conftest import build_chain
+from chain_helpers import build_chain
 
 from p2pmsg.entry import Entry
 from p2pmsg.errors import LocalProtocolError

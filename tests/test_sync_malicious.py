@@ -7,7 +7,7 @@ import dataclasses
 import os
 
 import pytest
-from conftest import build_chain
+from chain_helpers import build_chain
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

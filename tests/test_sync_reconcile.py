@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from conftest import build_chain
+from chain_helpers import build_chain
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
