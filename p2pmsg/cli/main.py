@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from ..daemon.config import load_config
 from . import exitcodes
 from .exitcodes import NotAvailableError, exit_code_for
+from .governance_cmds import add_governance_commands
 from .init_cmds import cmd_node_init, cmd_org_init
 from .node_cmds import cmd_peers, cmd_run, cmd_status
 from .store_cmds import cmd_append, cmd_backup, cmd_log, cmd_topics, cmd_verify
@@ -118,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="online backup of the store (safe while the node runs)")
     p.add_argument("destination", metavar="FILE", help="new file to write (must not exist)")
     p.set_defaults(handler=cmd_backup, needs_config=True)
+
+    add_governance_commands(sub, cfg)
 
     for name, what in _RESERVED.items():
         p = sub.add_parser(name, help=f"({what}: not yet available)")

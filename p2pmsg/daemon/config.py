@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import P2PMsgError
+from .governance import SCALAR_FIELDS as _GOVERNANCE_SCALARS
+from .governance import GovernanceConfig, parse_governance
 
 __all__ = [
     "ENV_PREFIX",
@@ -99,6 +101,8 @@ class DaemonConfig:
     log_format: str
     metrics_address: tuple[str, int] | None
     status_interval: float = 2.0
+    governance: GovernanceConfig | None = None
+    """The ``[governance]`` section, or None (then ``TopicPolicy`` from ``[[topics]]``)."""
 
     @property
     def store_path(self) -> Path:
@@ -191,7 +195,8 @@ def _env_value(raw: str, kind: type, name: str) -> Any:
 
 
 def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
-    for section, fields in _SCALAR_SECTIONS.items():
+    sections = {**_SCALAR_SECTIONS, "governance": _GOVERNANCE_SCALARS}
+    for section, fields in sections.items():
         for fname, kind in fields.items():
             var = f"{ENV_PREFIX}{section.upper()}_{fname.upper()}"
             if var in env:
@@ -265,7 +270,7 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: invalid TOML: {exc}") from None
     for key in data:
-        if key not in _SCALAR_SECTIONS and key not in ("peers", "topics"):
+        if key not in _SCALAR_SECTIONS and key not in ("peers", "topics", "governance"):
             raise ConfigError(f"{source}: unknown section [{key}]")
     _apply_env(data, env)
     try:
@@ -359,13 +364,30 @@ def _validate(source: Path, data: dict[str, Any]) -> DaemonConfig:
     name = node.get("name", "")
     if len(name) > 128:
         raise ConfigError("node.name: at most 128 characters")
+    data_dir = _path(base, node["data_dir"])
+    governance = None
+    if "governance" in data:
+        gov_raw = data["governance"]
+        if not isinstance(gov_raw, dict):
+            raise ConfigError("governance: must be a table ([governance])")
+
+        def resolve(text: str, where: str) -> bytes:
+            for t in topics:
+                if t.name and t.name == text:
+                    return t.topic
+            return parse_key_hex(text, where)
+
+        try:
+            governance = parse_governance(gov_raw, base, data_dir, resolve)
+        except P2PMsgError as exc:
+            raise ConfigError(str(exc)) from None
     return DaemonConfig(
         path=source,
         key=_path(base, node["key"]),
         certificate=_path(base, node["certificate"]) if node.get("certificate") else None,
         org_id=org_id,
         name=name,
-        data_dir=_path(base, node["data_dir"]),
+        data_dir=data_dir,
         pid_file=_path(base, node["pid_file"]) if node.get("pid_file") else None,
         listen=tuple(listen),
         peers=tuple(peers),
@@ -377,6 +399,7 @@ def _validate(source: Path, data: dict[str, Any]) -> DaemonConfig:
         log_format=fmt,
         metrics_address=metrics_address,
         status_interval=interval,
+        governance=governance,
     )
 
 

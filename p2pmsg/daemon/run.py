@@ -26,6 +26,7 @@ Theory of operation
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -43,10 +44,13 @@ from ..errors import CertificateError, DecodeError, Reason, TransportError
 from ..identity import Identity, short_id
 from ..keyfile import load_identity
 from ..net.base import Discovery, PeerHint, Transport, available_transports, load_transport
-from ..node import Node, NodeConfig, open_node
+from ..node import Node, NodeConfig, audited_allow_peer, open_node
+from ..node.audit import AuditSink
+from ..node.config import system_wall_ms
 from ..policy import AllowAllPolicy, Policy, TopicPolicy
 from ..store.sqlite import SqliteStore
 from .config import ConfigError, DaemonConfig
+from .governance import Governance
 from .logsetup import event
 from .metrics import serve_metrics
 from .state import pid_file, write_status, writer_lock
@@ -93,7 +97,8 @@ def check_certificate(config: DaemonConfig, identity: Identity, now_ms: int) -> 
         raise CertificateError(exc.reason, f"{config.certificate}: {exc.detail}") from None
 
 
-def _transports(config: DaemonConfig, identity: Identity, policy: Policy) -> list[Transport]:
+def _transports(config: DaemonConfig, identity: Identity, policy: Policy,
+                audit: AuditSink | None = None) -> list[Transport]:
     installed = available_transports()
     result: list[Transport] = []
     for listen in config.listen:
@@ -105,7 +110,7 @@ def _transports(config: DaemonConfig, identity: Identity, policy: Policy) -> lis
             )
         result.append(load_transport(
             listen.plugin, identity=identity, host=listen.host, port=listen.port,
-            allow_peer=policy.allow_peer,
+            allow_peer=audited_allow_peer(policy, audit, system_wall_ms),
         ))
     return result
 
@@ -211,7 +216,7 @@ async def run_daemon(
     """
     started = time.monotonic()
     started_wall = time.time()
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         if not config.data_dir.is_dir():
             raise ConfigError(
                 f"{config.path}: node.data_dir {config.data_dir} is not a directory "
@@ -220,14 +225,22 @@ async def run_daemon(
         with writer_lock(config.data_dir), pid_file(config.pid_file):
             identity = load_identity(config.key)
             check_certificate(config, identity, time.time_ns() // 1_000_000)
-            policy = build_policy(config)
-            transports = _transports(config, identity, policy)
-            with SqliteStore(config.store_path) as store:
+            with SqliteStore(config.store_path) as store, contextlib.ExitStack() as closing:
+                gov: Governance | None = None
+                policy = build_policy(config)
+                if config.governance is not None:
+                    gov = Governance(config.governance, identity, store, system_wall_ms)
+                    closing.callback(gov.close)
+                    policy = gov.policy
+                    gov.check_fresh()
+                transports = _transports(config, identity, policy,
+                                         gov.audit if gov is not None else None)
                 node_config = NodeConfig(
                     identity=identity, store=store, transports=transports,
                     peers=[PeerHint(p.node_id, p.address) for p in config.peers],
                     policy=policy, topics=[t.topic for t in config.topics],
                     name=config.name or short_id(identity.public_key),
+                    audit=gov.audit if gov is not None else None,
                 )
                 async with AsyncExitStack() as stack:
                     node = await stack.enter_async_context(open_node(node_config))
@@ -242,13 +255,23 @@ async def run_daemon(
                         metrics = f"{bound[0]}:{bound[1]}"
                     nursery.start_soon(_status_loop, config, node, store, transports,
                                        started_wall)
+                    if gov is not None:
+                        nursery.start_soon(gov.run)
                     event("ready", node=short_id(node.id), node_name=config.name,
                           pid=os.getpid(), metrics=metrics,
                           listen=",".join(a for t in transports for a in t.addresses()) or "-",
                           peers=len(config.peers), topics=len(config.topics),
-                          mdns=config.mdns_enabled)
+                          mdns=config.mdns_enabled, governance=gov is not None)
                     task_status.started(node)
                     async for signum in signals:
+                        if signum == signal.SIGHUP:
+                            if gov is None:
+                                event("sighup_ignored", reason="no [governance] section")
+                            else:
+                                event("reloading", signal="SIGHUP")
+                                gov.reload(force=True)
+                                gov.check_fresh()
+                            continue
                         event("stopping", signal=signal.Signals(signum).name)
                         break
                     nursery.cancel_scope.cancel()

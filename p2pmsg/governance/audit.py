@@ -78,6 +78,12 @@ class AuditKind(enum.Enum):
     FORK_DETECTED = "fork_detected"
     DEVICE_REVOKED = "device_revoked"
     BAD_SIGNATURE = "bad_signature"
+    TOPICS_DENIED = "topics_denied"
+    """A peer asked for topics the policy does not let it read (at the session hello)."""
+    PROTOCOL_ERROR = "protocol_error"
+    """A session ended because the peer broke the sync protocol (reason code only)."""
+    ACCESS_REVOKED = "access_revoked"
+    """An open session was closed because the policy no longer grants what it had."""
 
 
 class AuditError(ValidationError):

@@ -121,9 +121,10 @@ class GovernancePolicy:
     already recomputes :class:`~p2pmsg.messaging.room.RoomState` on every stored
     entry) and :meth:`declare_relay` for rooms this node relays. A membership
     change takes effect for new sessions (the sync machine asks ``may_read`` at
-    handshake); a removed organisation's open session keeps the topics it was
-    granted until it reconnects — the node should close sessions whose org lost a
-    room (see the report in docs/gdpr.md).
+    handshake); every change also calls the listeners registered with
+    :meth:`add_change_listener` — the node registers its
+    :meth:`~p2pmsg.node.Node.revalidate_sessions`, which closes open sessions whose
+    organisation lost a room they were granted (the peer reconnects without it).
     """
 
     def __init__(
@@ -137,8 +138,30 @@ class GovernancePolicy:
         self.local = local or LocalPolicy()
         self._clock = clock
         self._rooms: dict[bytes, _Room] = {}
+        self._listeners: list[Callable[[], None]] = []
+        self.version = 0
+        """Counts changes that can narrow or widen access (see :meth:`notify_changed`)."""
         for view in rooms:
             self.update_room(view)
+
+    # --- change notification -------------------------------------------------------
+    def add_change_listener(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` after every change of who may read what.
+
+        The node registers :meth:`p2pmsg.node.Node.revalidate_sessions` here so that
+        open sessions lose topics their organisation no longer may read."""
+        self._listeners.append(callback)
+
+    def remove_change_listener(self, callback: Callable[[], None]) -> None:
+        if callback in self._listeners:
+            self._listeners.remove(callback)
+
+    def notify_changed(self) -> None:
+        """Tell listeners access may have changed. Called by the feeding methods; call
+        it yourself after replacing :attr:`local` or accepting a new federation list."""
+        self.version += 1
+        for callback in list(self._listeners):
+            callback()
 
     # --- feeding -------------------------------------------------------------------
     def update_room(self, view: RoomView) -> None:
@@ -147,15 +170,22 @@ class GovernancePolicy:
         room = self._rooms.get(view.topic)
         if room is None:
             self._rooms[view.topic] = _Room(orgs)
-        else:
+        elif room.orgs != orgs:
             room.orgs = orgs
+        else:
+            return
+        self.notify_changed()
 
     def forget_room(self, topic: bytes) -> None:
-        self._rooms.pop(topic, None)
+        if self._rooms.pop(topic, None) is not None:
+            self.notify_changed()
 
     def declare_relay(self, topic: bytes, node_key: bytes) -> None:
         """Let ``node_key`` (a listed node) replicate ``topic`` as a relay (ciphertext only)."""
-        self._rooms.setdefault(topic, _Room(frozenset())).relays.add(node_key)
+        relays = self._rooms.setdefault(topic, _Room(frozenset())).relays
+        if node_key not in relays:
+            relays.add(node_key)
+            self.notify_changed()
 
     def room_orgs(self, topic: bytes) -> frozenset[bytes]:
         room = self._rooms.get(topic)

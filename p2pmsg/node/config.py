@@ -17,6 +17,7 @@ from ..policy import Policy, TopicPolicy
 from ..store.base import Store
 from ..store.memory import MemoryStore
 from ..sync import SyncConfig
+from .audit import AuditSink
 
 __all__ = ["NodeConfig", "system_wall_ms"]
 
@@ -61,3 +62,7 @@ class NodeConfig:
     """Seed of the node's private RNG (reconnect jitter); None = from the OS."""
     name: str = ""
     """A label for logs (defaults to the short node id)."""
+    audit: AuditSink | None = None
+    """Where to record connections, refusals, protocol errors, forks and bad
+    signatures (short ids only, no content): a
+    :class:`p2pmsg.governance.audit.AuditLog` or None (docs/node.md, "Audit")."""

@@ -33,16 +33,17 @@ from __future__ import annotations
 import logging
 import random
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import trio
 
 from ..entry import MAX_DEPS, Entry, create_entry
 from ..errors import ForkError, RemoteProtocolError, StoreError, TransportError
 from ..forks import ForkProof
+from ..governance.audit import AuditKind
 from ..hlc import HybridClock
 from ..identity import short_id
 from ..net.base import PeerHint, PeerStream, Transport
@@ -51,11 +52,19 @@ from ..sync import LogIndex, State, SyncConfig, events
 from ..sync import commands as cmd
 from ..sync import events as ev
 from ..validate import find_bad_signatures
+from .audit import NodeAudit
 from .config import NodeConfig
 from .session import Session
 from .subscription import Subscription
 
-__all__ = ["BadSignatureEvidence", "Node", "NodeStatistics", "open_node", "serve_node"]
+__all__ = [
+    "BadSignatureEvidence",
+    "Node",
+    "NodeStatistics",
+    "ObservablePolicy",
+    "open_node",
+    "serve_node",
+]
 
 log = logging.getLogger("p2pmsg.node")
 _LAZY_CHUNK = 128
@@ -110,6 +119,20 @@ class NodeStatistics:
     """Live offers dropped by full send queues (healed by resync rounds)."""
     resync_rounds: int = 0
     """Anti-entropy rounds opened by our sessions after the first one."""
+    sessions_revoked: int = 0
+    """Sessions closed by :meth:`Node.revalidate_sessions` (the policy changed)."""
+
+
+@runtime_checkable
+class ObservablePolicy(Protocol):
+    """A policy that announces changes (e.g. :class:`~p2pmsg.governance.GovernancePolicy`).
+
+    :func:`open_node` registers :meth:`Node.revalidate_sessions` with it for the
+    node's lifetime."""
+
+    def add_change_listener(self, callback: Callable[[], None]) -> None: ...
+
+    def remove_change_listener(self, callback: Callable[[], None]) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +171,7 @@ class Node:
         self._last_applied_at = float("-inf")
         self._bad_logs: dict[tuple[bytes, bytes], BadSignatureEvidence] = {}
         self._nursery: trio.Nursery | None = None
+        self.audit = NodeAudit(config.audit, config.wall_clock, self.name)
         self._load_from_store()
 
     def __repr__(self) -> str:
@@ -308,6 +332,45 @@ class Node:
         reloaded at start-up, so the logs stay frozen across restarts."""
         return list(self._bad_logs.values())
 
+    def revalidate_sessions(self) -> int:
+        """Ask the policy again about every open session; close those it no longer allows.
+
+        A session is closed when ``policy.allow_peer`` now refuses the peer, or when
+        ``policy.may_read`` now denies a topic the session replicates (in either
+        direction). The sync machine cannot drop a granted topic, so the session is
+        closed instead (ACCESS_REVOKED audit record, ``sessions_revoked``); the dial
+        loop (ours or the peer's) reconnects and the new HELLO is granted only what
+        the policy allows now. Called automatically when the policy announces a
+        change (``add_change_listener``, as :class:`~p2pmsg.governance.GovernancePolicy`
+        does); call it yourself after changing another policy (e.g.
+        ``TopicPolicy.revoke``). Returns the number of sessions closed.
+        """
+        closed = 0
+        for session in list(self._sessions.values()):
+            if session.closed.is_set() or session.close_reason:
+                continue
+            peer = session.peer_id
+            held = session.conn.granted | session.conn.peer_granted
+            if not self.policy.allow_peer(peer):
+                reason, lost = "peer_not_allowed", sorted(held)
+            else:
+                lost = sorted(t for t in held if not self.policy.may_read(peer, t))
+                if not lost:
+                    continue
+                reason = "topic_access_revoked"
+            self.audit.record(AuditKind.ACCESS_REVOKED, peer=short_id(peer), reason=reason,
+                              topics=[short_id(t) for t in lost])
+            log.info("%s: closing session with %s: %s (%d topics)", self.name,
+                     session.short_peer, reason, len(lost))
+            self._stats.sessions_revoked += 1
+            session.close(f"policy: {reason}")
+            closed += 1
+        return closed
+
+    def _policy_changed(self) -> None:
+        if self._nursery is not None:
+            self.revalidate_sessions()
+
     def statistics(self) -> NodeStatistics:
         """A copy of the node's counters."""
         stats = NodeStatistics(
@@ -343,6 +406,8 @@ class Node:
         if not self.policy.allow_peer(hint.node_id):
             log.info("%s: not dialing %s: policy refuses the peer", self.name,
                      short_id(hint.node_id))
+            self.audit.record(AuditKind.CONNECTION_REFUSED, peer=short_id(hint.node_id),
+                              direction="outbound")
             return
         self._dialing[hint.node_id] = [hint.address]
         assert self._nursery is not None, "add_peer needs a running node"
@@ -394,9 +459,13 @@ class Node:
 
     async def _handle_inbound(self, stream: PeerStream) -> None:
         if stream.remote_id == self.id or not self.policy.allow_peer(stream.remote_id):
+            # Closed before a Session (and so a sync machine) exists: not one byte of
+            # HELLO, let alone log data, is written to a refused peer.
             self._stats.peers_refused += 1
             log.info("%s: refused connection from %s (policy)", self.name,
                      short_id(stream.remote_id))
+            self.audit.record(AuditKind.CONNECTION_REFUSED, peer=short_id(stream.remote_id),
+                              direction="inbound")
             await trio.aclose_forcefully(stream)
             return
         session = self._adopt(stream, initiator=False)
@@ -418,8 +487,10 @@ class Node:
             existing.close("replaced by a preferred connection")
         self._sessions[session.peer_id] = session
         self._stats.sessions_opened += 1
-        log.info("%s: session with %s opened (%s)", self.name, session.short_peer,
-                 "outbound" if initiator else "inbound")
+        direction = "outbound" if initiator else "inbound"
+        log.info("%s: session with %s opened (%s)", self.name, session.short_peer, direction)
+        self.audit.record(AuditKind.CONNECTION_ACCEPTED, peer=session.short_peer,
+                          direction=direction)
         self._changed.unpark_all()
         return session
 
@@ -441,6 +512,8 @@ class Node:
         self._stats.protocol_errors += 1
         log.warning("%s: peer %s broke the protocol: %s", self.name, session.short_peer,
                     exc.reason)
+        self.audit.record(AuditKind.PROTOCOL_ERROR, peer=session.short_peer,
+                          reason=str(exc.reason))
 
     # -- sync events --------------------------------------------------------------
 
@@ -449,6 +522,10 @@ class Node:
         if isinstance(event, ev.HelloReceived):
             session.hello_received = True
             session.granted_topics = frozenset(event.topics)
+            denied = sorted(set(session.denied_topics))
+            if denied:
+                self.audit.record(AuditKind.TOPICS_DENIED, peer=session.short_peer,
+                                  count=len(denied), topics=[short_id(t) for t in denied[:32]])
             self._changed.unpark_all()
         elif isinstance(event, ev.EntriesNeeded):
             self._answer_range(session, event)
@@ -509,7 +586,7 @@ class Node:
             try:
                 result = self.store.append(entries, event.payloads)
             except ForkError as exc:
-                self._record_fork(exc.proof, origin=None)
+                self._record_fork(exc.proof, origin=None, source=session)
                 return
             except StoreError as exc:
                 # E.g. a concurrent session already extended the log differently
@@ -552,13 +629,18 @@ class Node:
                     subs.remove(sub)
         self._changed.unpark_all()
 
-    def _record_fork(self, proof: ForkProof, origin: Session | None) -> None:
+    def _record_fork(
+        self, proof: ForkProof, origin: Session | None, source: Session | None = None
+    ) -> None:
         if not self.store.record_fork(proof):
             return
         self._stats.forks += 1
         author, topic = proof.log_id
         log.warning("%s: fork by author %s in topic %s at seq %d; log frozen", self.name,
                     short_id(author), short_id(topic), proof.seq)
+        via = source if source is not None else origin
+        self.audit.record(AuditKind.FORK_DETECTED, author=short_id(author), topic=short_id(topic),
+                          seq=proof.seq, peer=via.short_peer if via is not None else "local")
         for session in list(self._sessions.values()):
             if session is not origin and session.hello_received:
                 session.command(cmd.SendForkProof(proof))
@@ -610,6 +692,8 @@ class Node:
         log.warning("%s: bad signature by author %s in topic %s at seq %d (from %s); "
                     "log frozen", self.name, short_id(entry.author), short_id(entry.topic),
                     entry.seq, short_id(peer_id))
+        self.audit.record(AuditKind.BAD_SIGNATURE, author=short_id(entry.author),
+                          topic=short_id(entry.topic), seq=entry.seq, peer=short_id(peer_id))
         self._changed.unpark_all()
 
     async def _run_discovery(self, source: Any) -> None:
@@ -628,6 +712,19 @@ async def open_node(config: NodeConfig) -> AsyncIterator[Node]:
             await node.append(topic, b"...")
     """
     node = Node(config)
+    observable = isinstance(config.policy, ObservablePolicy)
+    if isinstance(config.policy, ObservablePolicy):
+        config.policy.add_change_listener(node._policy_changed)
+    try:
+        async with _run_node(node, config) as running:
+            yield running
+    finally:
+        if observable and isinstance(config.policy, ObservablePolicy):
+            config.policy.remove_change_listener(node._policy_changed)
+
+
+@asynccontextmanager
+async def _run_node(node: Node, config: NodeConfig) -> AsyncIterator[Node]:
     async with trio.open_nursery() as nursery:
         node._nursery = nursery
         for transport in config.transports:
@@ -646,6 +743,7 @@ async def open_node(config: NodeConfig) -> AsyncIterator[Node]:
             nursery.cancel_scope.cancel()
             for session in list(node._sessions.values()):
                 session.close("node shutting down")
+            node._nursery = None
 
 
 async def serve_node(

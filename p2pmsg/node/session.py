@@ -33,6 +33,7 @@ import trio
 from ..errors import LocalProtocolError, RemoteProtocolError
 from ..identity import short_id
 from ..net.base import PeerStream
+from ..policy import Policy
 from ..sync import SyncConnection
 
 if TYPE_CHECKING:
@@ -54,11 +55,12 @@ class Session:
         self.initiator = initiator
         self.initiator_id = node.id if initiator else stream.remote_id
         """Whose dial made this connection; the lower id wins a duplicate."""
+        self._policy = _DenialRecorder(node.policy)
         self.conn = SyncConnection(
             local_id=node.id,
             peer_id=self.peer_id,
             index=node.index,
-            policy=node.policy,
+            policy=self._policy,
             initiator=initiator,
             config=node.sync_config,
         )
@@ -82,12 +84,17 @@ class Session:
     def short_peer(self) -> str:
         return short_id(self.peer_id)
 
+    @property
+    def denied_topics(self) -> list[bytes]:
+        """Topics the peer asked for in its HELLO that the policy denied (for the audit)."""
+        return list(self._policy.denied)
+
     # -- called by the node (synchronously) ---------------------------------------
 
     def command(self, command: Any) -> None:
         """Feed a sync command to the machine and schedule its bytes for sending."""
-        if self.closed.is_set():
-            return
+        if self.closed.is_set() or self._cancel.cancel_called:
+            return  # closing: nothing more may be queued for this peer
         try:
             self._out += self.conn.send(command)
         except LocalProtocolError as exc:
@@ -113,6 +120,7 @@ class Session:
         try:
             with self._cancel:
                 self.conn.start(self.node.topics, now=trio.current_time())
+                self._policy.recording = True  # from now on: the peer's HELLO asks
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._writer)
                     nursery.start_soon(self._timer)
@@ -210,3 +218,27 @@ class Session:
             if again is not None and again <= now:
                 # A machine that does not move its timer forward must not spin.
                 await trio.sleep(0.001)
+
+
+class _DenialRecorder:
+    """The node's policy as the machine sees it, noting the topics denied to the peer.
+
+    Before :meth:`SyncConnection.start` returns the machine asks about the topics
+    *we* want (not recorded: a topic we do not ask a peer for is no event); after
+    it, every denial answers the peer's HELLO and is kept for the audit log."""
+
+    __slots__ = ("denied", "policy", "recording")
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self.recording = False
+        self.denied: list[bytes] = []
+
+    def allow_peer(self, peer_id: bytes) -> bool:
+        return self.policy.allow_peer(peer_id)
+
+    def may_read(self, peer_id: bytes, topic: bytes) -> bool:
+        allowed = self.policy.may_read(peer_id, topic)
+        if not allowed and self.recording:
+            self.denied.append(topic)
+        return allowed

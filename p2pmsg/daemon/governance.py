@@ -1,0 +1,366 @@
+"""The daemon's ``[governance]`` section: federation list, local policy, audit, retention.
+
+Theory of operation
+-------------------
+:func:`parse_governance` validates the section into a :class:`GovernanceConfig`
+(called by :func:`p2pmsg.daemon.config.load_config`). When the section is present,
+``p2pmsg run`` builds a :class:`Governance`:
+
+* a :class:`~p2pmsg.governance.FederationRegistry` for the configured issuer,
+  loaded from ``federation_list`` (a list that does not verify is refused, logged
+  and audited; the node then refuses every peer — fail closed), optionally capped
+  by ``max_age_hours`` (a list older than that counts as stale even if its own
+  maximum age is longer);
+* a :class:`~p2pmsg.governance.GovernancePolicy` with the configured
+  :class:`~p2pmsg.governance.LocalPolicy`, used as the node's policy and (through
+  :func:`p2pmsg.node.audited_allow_peer`) as the transports' handshake check;
+* the :class:`~p2pmsg.governance.AuditLog` (``audit_log``, default
+  ``data_dir/audit.db``) passed to the node as its audit sink.
+
+:meth:`Governance.run` then loops every ``reload_interval`` seconds: reloads the
+list file when its mtime changed (SIGHUP forces it: :meth:`Governance.reload`),
+logs and audits the change, re-resolves the rooms in the store to feed
+``update_room`` (membership changes close sessions that lost access through
+:meth:`p2pmsg.node.Node.revalidate_sessions`), and logs one ``federation_stale``
+line at ERROR when the list stops being fresh (every peer is refused until a newer
+list is installed). Every ``purge_interval`` seconds it runs
+:func:`~p2pmsg.governance.run_purge` with the retention settings.
+
+Room re-resolution reads every room of the store each interval: fine for the
+hundreds of rooms of a ward, to be made incremental for very large stores.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from ..errors import DecodeError, P2PMsgError, Reason
+from ..governance.audit import AuditKind, AuditLog
+from ..governance.federation import (
+    FederationError,
+    FederationList,
+    FederationRegistry,
+    FederationStatus,
+)
+from ..governance.policy import GovernancePolicy, LocalDefault, LocalPolicy
+from ..governance.records import ProcessingConfig
+from ..governance.retention import DAY_MS, PurgePlan, RetentionConfig, device_orgs, run_purge
+from ..identity import Identity, short_id
+from ..messaging.org import OrgState, control_topic
+from ..messaging.room import RoomView, resolve_room
+from ..store.base import Store
+from .logsetup import event
+
+__all__ = [
+    "MODES",
+    "Governance",
+    "GovernanceConfig",
+    "load_federation_file",
+    "org_states",
+    "parse_governance",
+    "room_views",
+]
+
+MODES = {"allow-all-listed": LocalDefault.ALLOW_LISTED, "deny-all": LocalDefault.DENY_ALL}
+SCALAR_FIELDS: dict[str, type] = {
+    "federation_list": str, "issuer": str, "max_age_hours": float, "mode": str,
+    "audit_log": str, "retention_days": float, "purge_interval": float,
+    "reload_interval": float, "controller": str, "dpo_contact": str,
+}
+"""Fields that ``P2PMSG_GOVERNANCE_<FIELD>`` can override."""
+LIST_FIELDS = ("allow_orgs", "deny_orgs", "allow_keys", "deny_keys", "legal_holds")
+TABLE_FIELDS = ("room_retention_days", "org_retention_days")
+_MAX_LIST_FILE = 4 * 1024 * 1024
+_NO_CONTROLLER = "(controller not configured)"
+_NO_DPO = "(DPO contact not configured)"
+
+log = logging.getLogger("p2pmsg.daemon")
+
+
+class _ConfigError(P2PMsgError):
+    """Re-raised by config.py as its ConfigError (avoids an import cycle)."""
+
+
+@dataclass(frozen=True, slots=True)
+class GovernanceConfig:
+    """A validated ``[governance]`` section (docs/operations.md lists every field)."""
+
+    federation_list: Path
+    issuer: bytes
+    local: LocalPolicy
+    audit_log: Path
+    retention: RetentionConfig
+    max_age_ms: int | None = None
+    purge_interval: float = 3600.0
+    reload_interval: float = 30.0
+    controller: str = _NO_CONTROLLER
+    dpo_contact: str = _NO_DPO
+    room_names: Mapping[bytes, str] = field(default_factory=dict)
+
+    def processing(self, flist: FederationList | None) -> ProcessingConfig:
+        """The Art. 30 inputs: recipients from the list, periods from retention."""
+        return ProcessingConfig(
+            controller=self.controller, dpo_contact=self.dpo_contact,
+            recipients=flist.organisations if flist is not None else (),
+            retention=self.retention, room_names=dict(self.room_names))
+
+
+def _key(text: object, where: str) -> bytes:
+    if not isinstance(text, str):
+        raise _ConfigError(f"{where}: expected 64 hex digits")
+    try:
+        raw = bytes.fromhex(text.strip())
+    except ValueError:
+        raise _ConfigError(f"{where}: not hexadecimal") from None
+    if len(raw) != 32:
+        raise _ConfigError(f"{where}: expected 64 hex digits (32 bytes)")
+    return raw
+
+
+def _number(value: object, where: str, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _ConfigError(f"{where}: expected a number")
+    if not low <= float(value) <= high:
+        raise _ConfigError(f"{where}: between {low:g} and {high:g}")
+    return float(value)
+
+
+def _days_ms(value: object, where: str) -> int:
+    return int(_number(value, where, 0, 100_000) * DAY_MS)
+
+
+def parse_governance(
+    raw: Mapping[str, Any], base: Path, data_dir: Path,
+    resolve_topic: Callable[[str, str], bytes],
+) -> GovernanceConfig:
+    """Validate the ``[governance]`` table. ``resolve_topic(text, where)`` maps a
+    configured topic name or hex id to its id. Raises an error naming the field."""
+    known = set(SCALAR_FIELDS) | set(LIST_FIELDS) | set(TABLE_FIELDS)
+    for key in raw:
+        if key not in known:
+            raise _ConfigError(
+                f"governance.{key}: unknown field (known: {', '.join(sorted(known))})")
+    for key, kind in SCALAR_FIELDS.items():
+        if key in raw and kind is str and not isinstance(raw[key], str):
+            raise _ConfigError(f"governance.{key}: expected str")
+    if "federation_list" not in raw or "issuer" not in raw:
+        raise _ConfigError("governance: 'federation_list' (path) and 'issuer' (hex) are required")
+    mode_text = raw.get("mode", "allow-all-listed")
+    if mode_text not in MODES:
+        raise _ConfigError(f"governance.mode: one of {', '.join(MODES)}, got {mode_text!r}")
+    lists: dict[str, frozenset[bytes]] = {}
+    for name in LIST_FIELDS:
+        value = raw.get(name, [])
+        if not isinstance(value, list):
+            raise _ConfigError(f"governance.{name}: expected an array")
+        if name == "legal_holds":
+            lists[name] = frozenset(resolve_topic(v, f"governance.{name}") if isinstance(v, str)
+                                    else _key(v, f"governance.{name}") for v in value)
+        else:
+            lists[name] = frozenset(_key(v, f"governance.{name}") for v in value)
+    try:
+        local = LocalPolicy(MODES[mode_text], lists["allow_orgs"], lists["deny_orgs"],
+                            lists["allow_keys"], lists["deny_keys"])
+    except ValueError as exc:
+        raise _ConfigError(f"governance: {exc}") from None
+    tables: dict[str, dict[bytes, int | None]] = {}
+    for name in TABLE_FIELDS:
+        value = raw.get(name, {})
+        if not isinstance(value, dict):
+            raise _ConfigError(f"governance.{name}: expected a table")
+        out: dict[bytes, int | None] = {}
+        for k, v in value.items():
+            where = f"governance.{name}.{k}"
+            topic = resolve_topic(k, where) if name == "room_retention_days" else _key(k, where)
+            out[topic] = _days_ms(v, where)
+        tables[name] = out
+    default_ms = _days_ms(raw["retention_days"], "governance.retention_days") \
+        if "retention_days" in raw else None
+    max_age_ms = int(_number(raw["max_age_hours"], "governance.max_age_hours", 0.001, 1e6)
+                     * 3_600_000) if "max_age_hours" in raw else None
+    audit = Path(raw["audit_log"]).expanduser() if "audit_log" in raw else data_dir / "audit.db"
+    flist = Path(raw["federation_list"]).expanduser()
+    return GovernanceConfig(
+        federation_list=flist if flist.is_absolute() else base / flist,
+        issuer=_key(raw["issuer"], "governance.issuer"),
+        local=local,
+        audit_log=audit if audit.is_absolute() else base / audit,
+        retention=RetentionConfig(default_ms, tables["org_retention_days"],
+                                  tables["room_retention_days"], lists["legal_holds"]),
+        max_age_ms=max_age_ms,
+        purge_interval=_number(raw.get("purge_interval", 3600.0),
+                               "governance.purge_interval", 1, 86_400 * 30),
+        reload_interval=_number(raw.get("reload_interval", 30.0),
+                                "governance.reload_interval", 0.05, 86_400),
+        controller=raw.get("controller", _NO_CONTROLLER),
+        dpo_contact=raw.get("dpo_contact", _NO_DPO),
+    )
+
+
+class _CappedRegistry(FederationRegistry):
+    """A registry that also treats a list older than the operator's cap as stale."""
+
+    __slots__ = ("cap_ms",)
+
+    def __init__(self, issuer: bytes, cap_ms: int | None) -> None:
+        super().__init__(issuer)
+        self.cap_ms = cap_ms
+
+    def status(self, now_ms: int) -> tuple[FederationStatus, str]:
+        status, reason = super().status(now_ms)
+        current = self.current
+        if (status is FederationStatus.KNOWN and current is not None and self.cap_ms is not None
+                and now_ms - current.issued_ms >= self.cap_ms):
+            return FederationStatus.STALE, (
+                f"federation list version {current.version} is older than "
+                f"governance.max_age_hours: refusing all peers until a newer list is installed")
+        return status, reason
+
+
+def load_federation_file(path: Path) -> bytes:
+    """The bytes of a federation list file (OSError if unreadable; size-limited)."""
+    with path.open("rb") as fh:
+        data = fh.read(_MAX_LIST_FILE + 1)
+    if len(data) > _MAX_LIST_FILE:
+        raise DecodeError(Reason.TOO_LARGE, f"{path}: larger than {_MAX_LIST_FILE} bytes")
+    return data
+
+
+def org_states(store: Store, orgs: list[bytes]) -> dict[bytes, OrgState]:
+    """Resolve each organisation's control topic from the store."""
+    out: dict[bytes, OrgState] = {}
+    for org in orgs:
+        topic = control_topic(org)
+        items = []
+        for head in store.heads(topic):
+            for entry in store.get_range(head.author, topic, 1, head.seq):
+                value = store.get_payload(entry.id)
+                items.append((entry, value if isinstance(value, bytes) else None))
+        out[org] = OrgState.from_entries(org, items)
+    return out
+
+
+def room_views(store: Store, orgs: Mapping[bytes, OrgState]) -> list[RoomView]:
+    """Every room stored here (topics that resolve to a room), control topics excluded."""
+    controls = {control_topic(o) for o in orgs}
+    views: list[RoomView] = []
+    for topic in store.topics():
+        if topic in controls:
+            continue
+        items = []
+        for head in store.heads(topic):
+            for entry in store.get_range(head.author, topic, 1, head.seq):
+                value = store.get_payload(entry.id)
+                items.append((entry, value if isinstance(value, bytes) else None))
+        view = resolve_room(topic, items, orgs)
+        if view.exists:
+            views.append(view)
+    return views
+
+
+class Governance:
+    """What ``p2pmsg run`` builds from ``[governance]``; close it after the node stops."""
+
+    def __init__(self, config: GovernanceConfig, identity: Identity, store: Store,
+                 wall_clock: Callable[[], int]) -> None:
+        self.config = config
+        self.store = store
+        self.clock = wall_clock
+        self.registry = _CappedRegistry(config.issuer, config.max_age_ms)
+        self.audit = AuditLog(config.audit_log, identity)
+        self.policy = GovernancePolicy(self.registry, wall_clock, config.local)
+        self._mtime: int | None = None
+        self._stale_logged = False
+        self.reload(force=True)
+        self.refresh_rooms()
+
+    def close(self) -> None:
+        self.audit.close()
+
+    # -- federation list -----------------------------------------------------------
+    def reload(self, *, force: bool = False) -> bool:
+        """Re-read the list file if it changed (or ``force``). True if a new list is in."""
+        path = self.config.federation_list
+        try:
+            mtime = path.stat().st_mtime_ns
+            if not force and mtime == self._mtime:
+                return False
+            self._mtime = mtime
+            data = load_federation_file(path)
+        except OSError as exc:
+            event("federation_list_unreadable", logging.ERROR, path=str(path),
+                  error=exc.strerror or str(exc))
+            return False
+        now = self.clock()
+        try:
+            changed = self.registry.accept(data, now)
+        except (DecodeError, FederationError) as exc:
+            event("federation_list_refused", logging.ERROR, path=str(path),
+                  reason=str(exc.reason), detail=exc.detail)
+            self.audit.append(AuditKind.FEDERATION_LIST_REFUSED, now, reason=str(exc.reason),
+                              detail=exc.detail[:200])
+            self.check_fresh()
+            return False
+        if not changed:
+            return False
+        current = self.registry.current
+        assert current is not None
+        event("federation_list_loaded", version=current.version,
+              organisations=len(current.organisations), issuer=short_id(current.issuer))
+        self.audit.append(AuditKind.FEDERATION_LIST_CHANGED, now, version=current.version,
+                          organisations=len(current.organisations),
+                          issuer=short_id(current.issuer), expires_ms=current.expires_ms())
+        self._stale_logged = False
+        self.policy.notify_changed()
+        return True
+
+    def check_fresh(self) -> bool:
+        """Log (once per transition) when the list is not fresh; True if it is."""
+        status, reason = self.registry.status(self.clock())
+        if status is FederationStatus.KNOWN:
+            self._stale_logged = False
+            return True
+        if not self._stale_logged:
+            self._stale_logged = True
+            event("federation_stale", logging.ERROR, status=status.value, reason=reason)
+            self.policy.notify_changed()  # open sessions are closed: fail closed
+        return False
+
+    # -- rooms and retention -----------------------------------------------------------
+    def _orgs(self) -> dict[bytes, OrgState]:
+        current = self.registry.current
+        ids = [o.org_id for o in current.organisations] if current is not None else []
+        return org_states(self.store, ids)
+
+    def refresh_rooms(self) -> int:
+        """Feed every stored room's current membership to the policy."""
+        views = room_views(self.store, self._orgs())
+        for view in views:
+            self.policy.update_room(view)
+        return len(views)
+
+    def purge(self) -> PurgePlan:
+        """One retention run (audited per room)."""
+        plan = run_purge(self.store, self.config.retention, self.clock(),
+                         authors=device_orgs(self._orgs()), audit=self.audit)
+        event("purge", erased=len(plan.erase), held=plan.held,
+              kept_structure=plan.kept_structure)
+        return plan
+
+    async def run(self) -> None:
+        """The periodic loop: reload check, freshness, rooms, purge timer."""
+        next_purge = trio.current_time() + self.config.purge_interval
+        while True:
+            await trio.sleep(self.config.reload_interval)
+            self.reload()
+            self.check_fresh()
+            self.refresh_rooms()
+            if trio.current_time() >= next_purge:
+                self.purge()
+                next_purge = trio.current_time() + self.config.purge_interval
