@@ -77,13 +77,20 @@ class Store(Protocol):
     """Storage for logs, payloads and fork evidence. Not thread-safe; one owner."""
 
     def append(
-        self, entries: Sequence[Entry], payloads: Mapping[bytes, bytes] | None = None
+        self,
+        entries: Sequence[Entry],
+        payloads: Mapping[bytes, bytes] | None = None,
+        *,
+        payloads_verified: bool = False,
     ) -> AppendResult:
         """Atomically add verified entries (and optional payloads keyed by entry id).
 
         All or nothing: on any error nothing of the batch is stored. Each entry must
         extend its log, counting earlier entries of the same batch. An entry whose id
-        is already stored is skipped. Payloads must match their headers.
+        is already stored is skipped. Payloads must match their headers: the store
+        hashes each one, unless ``payloads_verified=True`` says the caller already
+        ran :func:`p2pmsg.validate.verify_payload` on every payload given (as
+        :mod:`p2pmsg.sync` does on receipt). Never pass it for unchecked bytes.
 
         When this returns, the batch is durable (for ``SqliteStore``: fsync'd; it
         survives ``kill -9`` and power loss).
@@ -93,7 +100,8 @@ class Store(Protocol):
                 topic, seq), or its log is frozen by an earlier fork. The proof is
                 recorded (:meth:`forks`) before raising; the batch is not stored.
             StoreError: an entry does not extend its log (gap, wrong backlink), or a
-                payload does not match its header.
+                payload does not match its header (checked unless
+                ``payloads_verified``).
         """
         ...
 
