@@ -270,18 +270,26 @@ async def test_members_and_rooms() -> None:
         assert r.status_code == 201
         room = r.json()
         assert room["kind"] == "direct" and room["name"] == "Direkt"
-        assert room["replicated"] is False  # the node fixed its topics at start
+        assert room["replicated"] is True  # added to the node's interest at creation
         listed = {x["id"]: x for x in (await a.get("/v1/rooms")).json()["rooms"]}
         assert set(listed) == {p.room.hex(), room["id"]}
         status = (await a.get("/v1/status")).json()
-        assert status["missing_topics"] == [room["id"]]
+        assert status["missing_topics"] == []
+        # ... and B's node replicates it too: it learns the room from the invitation
+        # in its org's control topic and asks A for it in the running session
+        topic = bytes.fromhex(room["id"])
+        with trio.fail_after(30):
+            while not any(r.topic == topic for r in p.b.messenger.rooms()):
+                await trio.sleep(0.05)
+        assert topic in p.b.messenger.node.topics
         assert status["peers"] == [p.b.identity.public_key.hex()]
         # B leaves the shared room through its own API
         async with client(p.b) as b:
             r = await b.delete(f"/v1/rooms/{p.room.hex()}/members/"
                                f"{p.b.identity.public_key.hex()}")
             assert r.status_code == 200
-            assert (await b.get("/v1/rooms")).json()["rooms"] == []
+            rooms_b = (await b.get("/v1/rooms")).json()["rooms"]
+            assert [(x["id"], x["replicated"]) for x in rooms_b] == [(room["id"], True)]
 
 
 # -- live events ----------------------------------------------------------------------

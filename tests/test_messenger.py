@@ -61,7 +61,8 @@ async def test_governance_is_fed_and_local_errors(autojump_clock: trio.testing.M
         room = await m.create_room([peer.public_key], kind=RoomKind.GROUP, name="x")
         assert room.members[peer.public_key].org == org_b.public_key  # bare key resolved
         assert governance.room_orgs(room.topic) == {org_a.public_key, org_b.public_key}
-        assert m.missing_topics() == [room.topic]  # created after open: not replicated
+        assert m.missing_topics() == []  # created after open: added to the node's interest
+        assert room.topic in node.topics
         assert [r.topic for r in m.rooms()] == [room.topic]
 
         first = await m.send_text(room, "eins")

@@ -20,6 +20,8 @@ from p2pmsg.sync.messages import (
     ForkProofMsg,
     Grant,
     Hello,
+    Interest,
+    InterestGrant,
     Item,
     PayloadRequest,
     Payloads,
@@ -297,6 +299,10 @@ _VALID_MESSAGES = [
     ForkProofMsg(b"\x80"),
     Ping(1),
     Resync((_T,)),
+    Interest((_T,)),
+    Interest((bytes(range(32)),)),
+    InterestGrant(()),
+    InterestGrant((_T,)),
     Close("x", ""),
 ]
 

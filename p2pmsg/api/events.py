@@ -93,13 +93,19 @@ class LiveFeed:
         controls = {control_topic(o) for o in self.messenger.orgs}
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            # rooms the messenger starts replicating later (invitations accepted)
+            self.messenger.add_topic_listener(
+                lambda topic: None if topic in controls else self.watch(topic))
             for topic in self.messenger.node.topics:
                 if topic not in controls:
                     self.watch(topic)
             for room in self.messenger.rooms():
                 self.watch(room.topic)
             task_status.started()
-            await trio.sleep_forever()
+            try:
+                await trio.sleep_forever()
+            finally:
+                self._nursery = None
 
     async def _pump(self, topic: bytes) -> None:
         async for msg in self.messenger.live(topic):

@@ -97,7 +97,7 @@ SCHEMAS: dict[str, Schema] = {
         "name": {"type": "string", "description": "local label, not replicated"},
         "replicated": {"type": "boolean",
                        "description": "false: the node does not ask peers for this room "
-                                      "(created after the node started)"},
+                                      "(removed from its interest)"},
     }),
     "RoomList": _obj({"rooms": {"type": "array", "items": _ref("Room")}}),
     "MemberSpec": _obj({

@@ -9,12 +9,11 @@ Why these exist
   store of one of the org's nodes *before* opening it (``store.append``) and they
   replicate from there. The root key can then go back offline: an ADMIN device
   publishes later certificates and revocations through its messenger.
-* **Topics at open time.** The node fixes the topics it asks peers for when a
-  session starts (``NodeConfig.topics``); it cannot add one to a running session
-  (see docs/api.md, "Interest"). :func:`messenger_topics` lists what a device
-  needs, and :func:`plan_room` fixes a room's topic *before* anything is opened so
-  it can be configured up front, then created with
-  :meth:`~p2pmsg.messenger.Messenger.create_room_from`.
+* **Topics at open time.** The messenger adds the topics it needs to a running
+  node (``Node.add_topics``; docs/api.md, "Interest"), but :func:`messenger_topics`
+  still gives the set to open a node with, and :func:`plan_room` fixes a room's
+  topic before anything is opened (then
+  :meth:`~p2pmsg.messenger.Messenger.create_room_from`).
 """
 
 from __future__ import annotations

@@ -84,6 +84,7 @@ from ..messaging.room import RoomView
 from ..node import Node
 from .bootstrap import RoomPlan, plan_room
 from .errors import UnknownDevice, UnknownRoom
+from .invitations import compose_invitation, open_invitation
 from .keyring import Keyring, MemoryKeyring
 
 __all__ = ["Messenger", "Room", "RoomRef", "open_messenger"]
@@ -157,6 +158,10 @@ class Messenger:
         self._version = 0
         self._changed = trio.lowlevel.ParkingLot()
         self._watching = False
+        self._watch_nursery: trio.Nursery | None = None
+        self._invites_seen: set[bytes] = set()
+        self._topic_listeners: list[Callable[[bytes], None]] = []
+        self._ensure_interest(control_topic(o) for o in self.orgs)
 
     def __repr__(self) -> str:
         return f"Messenger({short_id(self.device)})"
@@ -227,16 +232,60 @@ class Messenger:
     def missing_topics(self) -> list[bytes]:
         """:meth:`required_topics` that the node does not ask its peers for.
 
-        Non-empty means peers will not replicate them: the node fixes its topics at
-        open (``NodeConfig.topics``); reopen it with :func:`messenger_topics`
-        including them. docs/api.md, "Interest", has the node change this needs."""
+        Normally empty: the messenger adds every topic it needs to the node's
+        interest (``Node.add_topics``) when it creates, joins or is invited to a room.
+        Non-empty only if someone removed them from the node (``remove_topics``)."""
         asked = set(self.node.topics)
         return [t for t in self.required_topics() if t not in asked]
 
-    def _check_interest(self, topic: bytes) -> None:
-        if topic not in self.node.topics:
-            log.warning("%s: topic %s is not replicated by the node (fixed at open); "
-                        "peers will not see it", self, short_id(topic))
+    def add_topic_listener(self, callback: Callable[[bytes], None]) -> None:
+        """Call ``callback(topic)`` for each topic the messenger adds to the node's
+        interest from now on (rooms created, invitations accepted, new orgs)."""
+        self._topic_listeners.append(callback)
+
+    def _ensure_interest(self, topics: Iterable[bytes]) -> list[bytes]:
+        """Make the node replicate ``topics`` (in-protocol, no reconnect); watch them."""
+        new = self.node.add_topics(topics)
+        for topic in new:
+            log.info("%s: now replicating topic %s", self, short_id(topic))
+            if self._watch_nursery is not None:
+                self._watch_nursery.start_soon(self._watch, topic)
+            for callback in list(self._topic_listeners):
+                callback(topic)
+        return new
+
+    # -- invitations ----------------------------------------------------------------
+
+    async def _invite(self, device: bytes, org: bytes, topic: bytes) -> None:
+        """Tell ``device`` about room ``topic``: an invitation in its org's control topic
+        (see :mod:`p2pmsg.messenger.invitations`)."""
+        if device == self.device:
+            return
+        ctrl = control_topic(org)
+        self._ensure_interest([ctrl])
+        await self.node.append(ctrl, compose_invitation(device, topic))
+
+    def accept_invitations(self) -> list[bytes]:
+        """Replicate every room this device was invited to (invitations in its org's
+        control topic, authored by an active device of a known org). Returns the room
+        topics newly added to the node's interest. :func:`open_messenger` calls it
+        after every new entry; call it yourself on a bare :class:`Messenger`."""
+        now = self._now_ms()
+        active: set[bytes] = set()
+        for state in self.org_states().values():
+            active.update(state.active_devices(now))
+        rooms: list[bytes] = []
+        for entry in self.node.read(control_topic(self.org)):
+            if entry.id in self._invites_seen or entry.author == self.device:
+                continue
+            if entry.author not in active:
+                continue  # maybe its certificate has not arrived yet: look again later
+            self._invites_seen.add(entry.id)
+            payload = self.node.payload(entry)
+            room = open_invitation(self.identity, payload) if payload is not None else None
+            if room is not None:
+                rooms.append(room)
+        return self._ensure_interest(rooms)
 
     # -- writing -------------------------------------------------------------------
 
@@ -278,9 +327,10 @@ class Messenger:
         """Create a room with ``members`` (MemberSpec for other orgs' devices, or bare
         keys of devices some known org certifies) and open its first epoch.
 
-        The node must replicate the new topic for peers to see it: with today's node
-        that means planning the room before the node opens (:func:`plan_room`,
-        :meth:`create_room_from`); see :meth:`missing_topics`.
+        The room topic is added to the node's interest at once (peers replicate it
+        without reconnecting), and every other member device gets an invitation in
+        its organisation's control topic, so its messenger starts replicating the
+        room too (:meth:`accept_invitations`).
         """
         specs = [self._spec(m) for m in members]
         plan = plan_room(self.identity, self.org, specs, kind=kind, created_ms=self._now_ms())
@@ -290,7 +340,7 @@ class Messenger:
         """Write a room composed earlier with :func:`plan_room`, then its first epoch."""
         if plan.creator != self.device:
             raise LocalProtocolError("the plan was made for another creator device")
-        self._check_interest(plan.topic)
+        self._ensure_interest([plan.topic])
         async with self._lock(plan.topic):
             if self._next_seq(plan.topic) != 1:
                 raise LocalProtocolError("this device already wrote to that topic")
@@ -301,6 +351,8 @@ class Messenger:
             if state.rekey_reason(self._now_ms()) is not None:
                 await self._append(plan.topic, compose_rekey(state, self.identity,
                                                               self._now_ms()))
+        for device, member in sorted(state.view.members.items()):
+            await self._invite(device, member.org, plan.topic)
         return self.room(plan.topic)
 
     def _spec(self, member: MemberSpec | bytes, role: RoomRole = RoomRole.MEMBER) -> MemberSpec:
@@ -317,8 +369,10 @@ class Messenger:
     ) -> bytes:
         """Add a device (admins only). The next message sent opens a new epoch for it."""
         spec = self._spec(member, role)
-        return await self._change(room, lambda s: compose_add(
+        entry_id = await self._change(room, lambda s: compose_add(
             s, self.identity, spec.device, spec.org, spec.role))
+        await self._invite(spec.device, spec.org, _topic(room))
+        return entry_id
 
     async def remove_member(self, room: RoomRef, device: bytes) -> bytes:
         """Remove a device (admins only). Every later message is sealed in an epoch
@@ -537,19 +591,21 @@ class Messenger:
             for topic in self.node.topics:
                 await nursery.start(self._watch, topic)
             self._watching = True
+            self._watch_nursery = nursery
             try:
                 task_status.started()
-                if self.governance is not None:
-                    self.rooms()  # _state feeds governance for every room it resolves
+                seen = -1
+                while True:
+                    while self._version == seen:
+                        await self._changed.park()
                     seen = self._version
-                    while True:
-                        while self._version == seen:
-                            await self._changed.park()
-                        seen = self._version
-                        self.rooms()
-                        await trio.sleep(0)
+                    self.accept_invitations()
+                    if self.governance is not None:
+                        self.rooms()  # _state feeds governance for every room it resolves
+                    await trio.sleep(0)
             finally:
                 self._watching = False
+                self._watch_nursery = None
 
     async def _watch(self, topic: bytes, *, task_status: trio.TaskStatus[None]
                      = trio.TASK_STATUS_IGNORED) -> None:

@@ -40,7 +40,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import trio
 
-from ..entry import MAX_DEPS, Entry, create_entry
+from ..entry import MAX_DEPS, TOPIC_SIZE, Entry, create_entry
 from ..errors import ForkError, RemoteProtocolError, StoreError, TransportError
 from ..forks import ForkProof
 from ..governance.audit import AuditKind
@@ -121,6 +121,10 @@ class NodeStatistics:
     """Anti-entropy rounds opened by our sessions after the first one."""
     sessions_revoked: int = 0
     """Sessions closed by :meth:`Node.revalidate_sessions` (the policy changed)."""
+    interest_changes: int = 0
+    """Calls of :meth:`Node.add_topics` / :meth:`Node.remove_topics` that changed topics."""
+    sessions_reopened: int = 0
+    """Sessions closed by :meth:`Node.remove_topics` (to be redialed with fewer topics)."""
 
 
 @runtime_checkable
@@ -367,6 +371,58 @@ class Node:
             closed += 1
         return closed
 
+    def add_topics(self, topics: Iterable[bytes]) -> list[bytes]:
+        """Replicate more topics from now on, without reconnecting.
+
+        Every open session asks its peer for the new topics in-protocol (INTEREST,
+        docs/protocol-sync.md "Interest changes"): each side asks its policy again
+        (``may_read``) — we ask a peer only for topics it may hold, it grants only
+        what its policy allows — and the granted topics are reconciled and then
+        pushed live like those of the HELLO. Sessions opened later ask for them in
+        their HELLO. Returns the topics that were new (sorted); ``wait_synced`` /
+        ``wait_converged`` tell when a peer's copy has arrived.
+        Raises ValueError for an id that is not 32 bytes.
+        """
+        wanted = set(topics)
+        if not all(type(t) is bytes and len(t) == TOPIC_SIZE for t in wanted):
+            raise ValueError(f"topics are ids of {TOPIC_SIZE} bytes")
+        new = sorted(wanted - set(self.topics))
+        if not new:
+            return []
+        self.topics = (*self.topics, *new)
+        self._stats.interest_changes += 1
+        log.info("%s: interest grew by %d topics", self.name, len(new))
+        for session in list(self._sessions.values()):
+            session.add_interest(new)
+        self._changed.unpark_all()
+        return new
+
+    def remove_topics(self, topics: Iterable[bytes]) -> list[bytes]:
+        """Stop asking peers for ``topics``. Entries already stored stay stored.
+
+        The sync protocol cannot drop a topic from a live session (see
+        docs/protocol-sync.md, "Interest changes"), so every open session that asked
+        its peer for a removed topic is closed (reason ``interest_changed``); the dial
+        loop (ours or the peer's) reconnects and the new HELLO asks only the
+        remaining topics. Sessions where we never asked for them are untouched.
+        Returns the topics that were removed (sorted).
+        """
+        gone = set(topics) & set(self.topics)
+        if not gone:
+            return []
+        self.topics = tuple(t for t in self.topics if t not in gone)
+        self._stats.interest_changes += 1
+        for session in list(self._sessions.values()):
+            if session.closed.is_set() or session.close_reason:
+                continue
+            if gone & session.conn.asked:
+                self._stats.sessions_reopened += 1
+                log.info("%s: closing session with %s: interest changed", self.name,
+                         session.short_peer)
+                session.close("interest_changed")
+        self._changed.unpark_all()
+        return sorted(gone)
+
     def _policy_changed(self) -> None:
         if self._nursery is not None:
             self.revalidate_sessions()
@@ -522,7 +578,14 @@ class Node:
         if isinstance(event, ev.HelloReceived):
             session.hello_received = True
             session.granted_topics = frozenset(event.topics)
-            denied = sorted(set(session.denied_topics))
+            denied = sorted(set(session.take_new_denials()))
+            if denied:
+                self.audit.record(AuditKind.TOPICS_DENIED, peer=session.short_peer,
+                                  count=len(denied), topics=[short_id(t) for t in denied[:32]])
+            self._changed.unpark_all()
+        elif isinstance(event, ev.InterestUpdated):
+            session.granted_topics = frozenset(event.topics)
+            denied = sorted(set(session.take_new_denials()))
             if denied:
                 self.audit.record(AuditKind.TOPICS_DENIED, peer=session.short_peer,
                                   count=len(denied), topics=[short_id(t) for t in denied[:32]])

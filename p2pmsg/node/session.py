@@ -26,6 +26,7 @@ verification and the store's own linkage check.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -34,7 +35,7 @@ from ..errors import LocalProtocolError, RemoteProtocolError
 from ..identity import short_id
 from ..net.base import PeerStream
 from ..policy import Policy
-from ..sync import SyncConnection
+from ..sync import AddInterest, SyncConnection
 
 if TYPE_CHECKING:
     from .runtime import Node
@@ -76,6 +77,7 @@ class Session:
         self._cancel = trio.CancelScope()
         self._finishing = False
         self._writer_done = trio.Event()
+        self._denials_audited = 0
 
     def __repr__(self) -> str:
         return f"Session({short_id(self.peer_id)}, initiator={self.initiator})"
@@ -88,6 +90,13 @@ class Session:
     def denied_topics(self) -> list[bytes]:
         """Topics the peer asked for in its HELLO that the policy denied (for the audit)."""
         return list(self._policy.denied)
+
+    def take_new_denials(self) -> list[bytes]:
+        """Topics the policy denied to the peer since the last call (HELLO, then each
+        INTEREST), for one audit record per negotiation."""
+        new = self._policy.denied[self._denials_audited:]
+        self._denials_audited = len(self._policy.denied)
+        return list(new)
 
     # -- called by the node (synchronously) ---------------------------------------
 
@@ -103,6 +112,16 @@ class Session:
             log.debug("session %s: command %s refused: %s", self.short_peer,
                       type(command).__name__, exc)
         self._wake()
+
+    def add_interest(self, topics: Sequence[bytes]) -> None:
+        """Ask the peer for more topics (``AddInterest``; held back until the
+        handshake completes). Our own policy filter is not a denial *to* the peer,
+        so the audit recorder is paused meanwhile."""
+        recording, self._policy.recording = self._policy.recording, False
+        try:
+            self.command(AddInterest(topics))
+        finally:
+            self._policy.recording = recording
 
     def close(self, reason: str) -> None:
         """End the session (cancels its tasks; the stream is closed by :meth:`run`)."""

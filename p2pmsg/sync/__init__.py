@@ -15,6 +15,9 @@ connection.py's module docstring; docs/protocol-sync.md has the wire format.
 from . import commands as commands
 from . import events as events
 from .commands import (
+    AddInterest as AddInterest,
+)
+from .commands import (
     Close as Close,
 )
 from .commands import (
@@ -54,6 +57,9 @@ from .events import (
     HelloReceived as HelloReceived,
 )
 from .events import (
+    InterestUpdated as InterestUpdated,
+)
+from .events import (
     LogDiverged as LogDiverged,
 )
 from .events import (
@@ -73,6 +79,7 @@ from .states import State as State
 __all__ = [
     "MAX_FRAME_SIZE",
     "PROTOCOL_VERSION",
+    "AddInterest",
     "Close",
     "ConnectionClosed",
     "EntriesApplied",
@@ -80,6 +87,7 @@ __all__ = [
     "EntriesReceived",
     "ForkProofReceived",
     "HelloReceived",
+    "InterestUpdated",
     "LogDiverged",
     "LogIndex",
     "Offer",

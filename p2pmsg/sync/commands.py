@@ -14,6 +14,7 @@ from ..entry import Entry
 from ..forks import ForkProof
 
 __all__ = [
+    "AddInterest",
     "Close",
     "Command",
     "EntriesApplied",
@@ -94,5 +95,20 @@ class Close:
     reason: str = "closed"
 
 
+@dataclass(frozen=True, slots=True)
+class AddInterest:
+    """Ask the peer for more topics in a running session (INTEREST message).
+
+    Only topics the policy lets the peer hold are asked (as in ``start``); topics
+    the peer already grants us, or that are asked and not answered yet, are skipped.
+    Before the handshake completes the topics are held back and asked once it does.
+    Answers come as ``InterestUpdated``; newly granted topics are reconciled like
+    those of the HELLO (``TopicSynced`` follows). Raises LocalProtocolError for a
+    bad topic id, or when the session would ask more than ``MAX_TOPICS`` topics.
+    """
+
+    topics: Sequence[bytes]
+
+
 Command = (SendEntries | EntriesApplied | Offer | RequestPayloads | SendPayloads
-           | SendForkProof | Close)
+           | SendForkProof | Close | AddInterest)

@@ -60,6 +60,8 @@ from .messages import (
     ForkProofMsg,
     Grant,
     Hello,
+    Interest,
+    InterestGrant,
     Message,
     MsgType,
     PayloadRequest,
@@ -194,7 +196,8 @@ _TYPE_OF: dict[type, MsgType] = {
     Request: MsgType.REQUEST, Run: MsgType.RUN, Credit: MsgType.CREDIT,
     PayloadRequest: MsgType.PAYLOAD_REQUEST, Payloads: MsgType.PAYLOADS,
     ForkProofMsg: MsgType.FORK_PROOF, Ping: MsgType.PING, Pong: MsgType.PONG,
-    Close: MsgType.CLOSE, Resync: MsgType.RESYNC,
+    Close: MsgType.CLOSE, Resync: MsgType.RESYNC, Interest: MsgType.INTEREST,
+    InterestGrant: MsgType.INTEREST_GRANT,
 }
 _TYPE_NAMES = {m.value: m.name for m in MsgType}
 
@@ -240,6 +243,10 @@ class SyncConnection:
         self._granted: frozenset[bytes] = frozenset()  # topics we serve to the peer
         self._peer_granted: frozenset[bytes] = frozenset()  # topics the peer serves us
         self._peer_version = 0
+        # interest changes at run time (INTEREST / INTEREST_GRANT)
+        self._interest_deferred: set[bytes] = set()  # asked before the handshake ended
+        self._interest_pending: deque[frozenset[bytes]] = deque()  # sent, not answered
+        self._interest_crossed: set[bytes] = set()  # granted while we asked it too
         # flow control: what we may send / what the peer may send us
         self._tx_limit = 0
         self._tx_credit = 0
@@ -293,12 +300,19 @@ class SyncConnection:
         return self._peer_granted
 
     @property
+    def asked(self) -> frozenset[bytes]:
+        """Topics we asked the peer for (HELLO and INTEREST; granted or not), and
+        those held back to ask once the handshake completes."""
+        return self._want | self._interest_deferred
+
+    @property
     def quiescent(self) -> bool:
         """True when this side has nothing in progress: established, no round open
         or wanted, no request open or being served, nothing waiting for credit, no
         batch waiting for ``EntriesApplied``. Both sides quiescent after a round =
         the two nodes hold the same heads of every topic they share."""
         return (self._state is State.ESTABLISHED and not self._requests
+                and not self._interest_pending
                 and not self._credit_queue and not self._serve_queue and self._need is None
                 and not self._tokens and not self._round_wanted and not self._overflowed
                 and all(st.round is Round.QUIET for st in self._recon.values()))
@@ -310,7 +324,8 @@ class SyncConnection:
         """
         if self._state not in (State.IDLE, State.HELLO_RECEIVED):
             raise LocalProtocolError(f"start() in state {self._state.name}")
-        asked = sorted(set(topics))
+        asked = sorted(set(topics) | self._interest_deferred)
+        self._interest_deferred.clear()
         if len(asked) > MAX_TOPICS or not all(
                 type(t) is bytes and len(t) == TOPIC_SIZE for t in asked):
             raise LocalProtocolError(f"topics: at most {MAX_TOPICS} ids of {TOPIC_SIZE} bytes")
@@ -506,6 +521,111 @@ class SyncConnection:
         self._events.append(ev.HelloReceived(self.peer_id, self._peer_version, self._granted,
                                              self._peer_granted))
         self._begin_recon()
+        if self._interest_deferred:
+            deferred = sorted(self._interest_deferred)
+            self._interest_deferred.clear()
+            self._ask_more(deferred)
+
+    # ------------------------------------------------------------------ interest at run time
+    #
+    # A topic joins a running session one-way: the side asking (INTEREST) receives
+    # it from the side granting (INTEREST_GRANT), which pushes its item list right
+    # after the grant, exactly like a one-way topic of the HELLO. If the asking side
+    # already served that topic to the peer, the topic becomes mutual and its opener
+    # stays the side that served it first (it opens a fingerprint round when the
+    # grant arrives), so two rounds still never cross. See docs/protocol-sync.md.
+
+    def _cmd_add_interest(self, command: cmd.Command) -> None:
+        assert isinstance(command, cmd.AddInterest)
+        topics = set(command.topics)
+        if not all(type(t) is bytes and len(t) == TOPIC_SIZE for t in topics):
+            raise LocalProtocolError(f"topics are ids of {TOPIC_SIZE} bytes")
+        if self._state is State.ESTABLISHED:
+            self._ask_more(sorted(topics))
+        else:  # asked by start() (not called yet) or once the handshake completes
+            self._interest_deferred |= topics
+
+    def _ask_more(self, topics: Sequence[bytes]) -> None:
+        pending = set().union(*self._interest_pending)
+        allowed = self._policy.allow_peer(self.peer_id)
+        new = tuple(sorted(
+            t for t in set(topics) if t not in self._peer_granted and t not in pending
+            and allowed and self._policy.may_read(self.peer_id, t)))
+        if not new:
+            return
+        if len(self._want | set(new)) > MAX_TOPICS:
+            raise LocalProtocolError(f"a session asks at most {MAX_TOPICS} topics")
+        self._want |= set(new)
+        self._interest_pending.append(frozenset(new))
+        self._emit(Interest(new).encode())
+        self._transition(Trigger.ADD_INTEREST)
+
+    def _on_interest(self, msg: Message, size: int) -> None:
+        assert isinstance(msg, Interest)
+        if any(t in self._granted for t in msg.topics):
+            raise _remote("unexpected_topic", "INTEREST repeats a topic already granted")
+        allowed = self._policy.allow_peer(self.peer_id)
+        new = frozenset(t for t in msg.topics
+                        if allowed and self._policy.may_read(self.peer_id, t))
+        if len(self._granted) + len(new) > MAX_TOPICS:
+            raise _remote("too_many_topics", f"a session serves at most {MAX_TOPICS} topics")
+        self._granted |= new
+        self._transition(Trigger.RECV_INTEREST)
+        self._emit(InterestGrant(tuple(sorted(new))).encode())
+        self._events.append(ev.InterestUpdated(self._granted, self._peer_granted, served=new,
+                                               denied=frozenset(msg.topics) - new))
+        pending = set().union(*self._interest_pending)
+        for topic in sorted(new):
+            if topic in self._recon:
+                continue  # the peer served it to us: now mutual; the peer opens a round
+            if topic in pending:
+                # Both sides asked for it at once: who opens its rounds is settled
+                # when the peer answers our INTEREST (mutual: the initiator).
+                self._interest_crossed.add(topic)
+                continue
+            self._serve_new(topic)
+
+    def _serve_new(self, topic: bytes) -> None:
+        """Start serving a topic granted by INTEREST one-way: push our item list."""
+        state = self._recon[topic] = _Recon(opener=True)
+        self._open_requests.setdefault(topic, 0)
+        self._send_turn(topic, one_way_ranges(self._index, topic))
+        state.round = ROUND_INITIAL[RoundTrigger.INTEREST_SERVE]
+        state.done = True
+        self._check_synced(topic)
+
+    def _on_interest_grant(self, msg: Message, size: int) -> None:
+        assert isinstance(msg, InterestGrant)
+        if not self._interest_pending:
+            raise _remote("unexpected_message", "INTEREST_GRANT without an INTEREST")
+        asked = self._interest_pending.popleft()
+        got = frozenset(msg.topics)
+        if not got <= asked:
+            raise _remote("unexpected_topic", "INTEREST_GRANT names a topic we did not ask for")
+        self._peer_granted |= got
+        self._transition(Trigger.RECV_INTEREST_GRANT)
+        self._events.append(ev.InterestUpdated(self._granted, self._peer_granted,
+                                               received=got, denied=asked - got))
+        for topic in sorted(asked):
+            crossed = topic in self._interest_crossed
+            self._interest_crossed.discard(topic)
+            if topic not in got:
+                if crossed:  # we granted the peer's ask; it denied ours: one-way, we serve
+                    self._serve_new(topic)
+                continue
+            if crossed:  # both asked and both granted: mutual, the initiator opens
+                self._recon[topic] = _Recon(
+                    opener=self.initiator, round=ROUND_INITIAL[RoundTrigger.ESTABLISHED_WAIT])
+                self._open_requests.setdefault(topic, 0)
+                if self.initiator:
+                    self._send_turn(topic, opening_ranges(self._index, topic))
+            elif topic in self._recon:  # we serve it (and open its rounds): now mutual
+                self._want_round(topic)
+            else:
+                self._recon[topic] = _Recon(
+                    opener=False, round=ROUND_INITIAL[RoundTrigger.INTEREST_RECEIVE])
+                self._open_requests.setdefault(topic, 0)
+        self._schedule_resync()
 
     # ------------------------------------------------------------------ reconciliation
 
@@ -1119,6 +1239,8 @@ _HANDLERS = {
     MsgType.PONG: SyncConnection._on_pong,
     MsgType.CLOSE: SyncConnection._on_close,
     MsgType.RESYNC: SyncConnection._on_resync,
+    MsgType.INTEREST: SyncConnection._on_interest,
+    MsgType.INTEREST_GRANT: SyncConnection._on_interest_grant,
 }
 
 _COMMANDS = {
@@ -1129,4 +1251,5 @@ _COMMANDS = {
     cmd.SendPayloads: SyncConnection._cmd_send_payloads,
     cmd.SendForkProof: SyncConnection._cmd_fork_proof,
     cmd.Close: SyncConnection._cmd_close,
+    cmd.AddInterest: SyncConnection._cmd_add_interest,
 }

@@ -22,6 +22,7 @@ __all__ = [
     "Event",
     "ForkProofReceived",
     "HelloReceived",
+    "InterestUpdated",
     "LogDiverged",
     "PayloadsNeeded",
     "PayloadsReceived",
@@ -41,6 +42,28 @@ class HelloReceived:
     """Topics the peer asked for that our policy grants: we serve exactly these."""
     peer_granted: frozenset[bytes] = frozenset()
     """Topics we asked for that the peer grants us: we accept entries only of these."""
+
+
+@dataclass(frozen=True, slots=True)
+class InterestUpdated:
+    """The topics of an established session changed (INTEREST / INTEREST_GRANT).
+
+    Emitted when we granted the peer's INTEREST (``topics`` grew by ``served``) or
+    the peer answered ours (``peer_granted`` grew by ``received``). The new topics
+    are reconciled like the HELLO's; ``TopicSynced`` follows for each.
+    """
+
+    topics: frozenset[bytes]
+    """Everything we serve the peer now."""
+    peer_granted: frozenset[bytes]
+    """Everything the peer serves us now."""
+    served: frozenset[bytes] = frozenset()
+    """Topics newly granted to the peer by this change."""
+    received: frozenset[bytes] = frozenset()
+    """Topics newly granted to us by this change."""
+    denied: frozenset[bytes] = frozenset()
+    """Topics of the INTEREST that our policy (``served`` side) or the peer's
+    (``received`` side) did not grant."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,4 +174,4 @@ class ConnectionClosed:
 
 
 Event = (HelloReceived | EntriesNeeded | EntriesReceived | PayloadsNeeded | PayloadsReceived
-         | ForkProofReceived | LogDiverged | TopicSynced | ConnectionClosed)
+         | ForkProofReceived | LogDiverged | TopicSynced | ConnectionClosed | InterestUpdated)

@@ -33,6 +33,8 @@ __all__ = [
     "ForkProofMsg",
     "Grant",
     "Hello",
+    "Interest",
+    "InterestGrant",
     "Item",
     "Message",
     "MsgType",
@@ -79,6 +81,8 @@ class MsgType(enum.IntEnum):
     PONG = 10
     CLOSE = 11
     RESYNC = 12
+    INTEREST = 13
+    INTEREST_GRANT = 14
 
 
 class RangeMode(enum.IntEnum):
@@ -286,8 +290,34 @@ class Resync:
         return _cbor.dumps([MsgType.RESYNC.value, list(self.topics)])
 
 
+@dataclass(frozen=True, slots=True)
+class Interest:
+    """Ask, inside an established session, for more topics than the HELLO did.
+
+    The sender's interest grew at run time (``Node.add_topics``). The receiver
+    answers every INTEREST, in order, with one :class:`InterestGrant`; a topic
+    already granted to the sender may not be asked again (one it was denied may:
+    the policy is asked again).
+    """
+
+    topics: tuple[bytes, ...]
+
+    def encode(self) -> bytes:
+        return _cbor.dumps([MsgType.INTEREST.value, list(self.topics)])
+
+
+@dataclass(frozen=True, slots=True)
+class InterestGrant:
+    """Answer to the oldest unanswered INTEREST: the subset its policy grants."""
+
+    topics: tuple[bytes, ...]
+
+    def encode(self) -> bytes:
+        return _cbor.dumps([MsgType.INTEREST_GRANT.value, list(self.topics)])
+
+
 Message = (Hello | Grant | Recon | Request | Run | Credit | PayloadRequest | Payloads
-           | ForkProofMsg | Ping | Pong | Close | Resync)
+           | ForkProofMsg | Ping | Pong | Close | Resync | Interest | InterestGrant)
 
 
 def decode_message(body: bytes) -> Message:
@@ -489,6 +519,17 @@ def _resync(f: list[Any]) -> Resync:
     return Resync(topics)
 
 
+def _interest(f: list[Any]) -> Interest:
+    topics = _topics(f[0], "INTEREST")
+    if not topics:
+        raise _fail("malformed_frame", "INTEREST: at least one topic")
+    return Interest(topics)
+
+
+def _interest_grant(f: list[Any]) -> InterestGrant:
+    return InterestGrant(_topics(f[0], "INTEREST_GRANT"))
+
+
 _DECODERS: dict[MsgType, tuple[int, Any]] = {
     MsgType.HELLO: (4, _hello),
     MsgType.GRANT: (1, _grant),
@@ -503,4 +544,6 @@ _DECODERS: dict[MsgType, tuple[int, Any]] = {
     MsgType.PONG: (1, _pong),
     MsgType.CLOSE: (2, _close),
     MsgType.RESYNC: (1, _resync),
+    MsgType.INTEREST: (1, _interest),
+    MsgType.INTEREST_GRANT: (1, _interest_grant),
 }

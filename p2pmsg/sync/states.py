@@ -50,6 +50,9 @@ class Trigger(enum.Enum):
     START = "start()"
     RECV_HELLO = "recv HELLO"
     RECV_GRANT = "recv GRANT"
+    ADD_INTEREST = "AddInterest: send INTEREST"
+    RECV_INTEREST = "recv INTEREST: send INTEREST_GRANT"
+    RECV_INTEREST_GRANT = "recv INTEREST_GRANT"
     CLOSE = "Close command"
     RECV_CLOSE = "recv CLOSE"
     EOF = "eof"
@@ -66,6 +69,11 @@ TRANSITIONS: dict[tuple[State, Trigger], State] = {
     (State.HELLO_SENT, Trigger.RECV_HELLO): State.AWAIT_GRANT,
     (State.HELLO_RECEIVED, Trigger.START): State.AWAIT_GRANT,
     (State.AWAIT_GRANT, Trigger.RECV_GRANT): State.ESTABLISHED,
+    # Interest changes at run time renegotiate grants without leaving ESTABLISHED
+    # (an AddInterest before it is held back and sent on entering it).
+    (State.ESTABLISHED, Trigger.ADD_INTEREST): State.ESTABLISHED,
+    (State.ESTABLISHED, Trigger.RECV_INTEREST): State.ESTABLISHED,
+    (State.ESTABLISHED, Trigger.RECV_INTEREST_GRANT): State.ESTABLISHED,
     **{
         (s, t): State.CLOSED
         for s in OPEN_STATES
@@ -109,15 +117,23 @@ class RoundTrigger(enum.Enum):
     ESTABLISHED_PUSHED = "established (one-way: ITEMS_FINAL sent)"
     TURN_NEEDS_REPLY = "recv turn, our answer needs a reply"
     TURN_ENDS_ROUND = "recv turn, no further reply"
-    OPEN_ROUND = "opener: resync timer / send-queue overflow / recv RESYNC"
+    INTEREST_SERVE = "INTEREST granted, we serve one-way (ITEMS_FINAL sent)"
+    INTEREST_RECEIVE = "INTEREST_GRANT received for a new topic (peer pushes)"
+    OPEN_ROUND = ("opener: resync timer / send-queue overflow / recv RESYNC"
+                  " / one-way topic became mutual")
     PUSH_ITEMS = "opener of a one-way topic: resend ITEMS_FINAL"
 
 
 ROUND_INITIAL: dict[RoundTrigger, Round] = {
     RoundTrigger.ESTABLISHED_WAIT: Round.AWAITING,
     RoundTrigger.ESTABLISHED_PUSHED: Round.QUIET,
+    RoundTrigger.INTEREST_SERVE: Round.QUIET,
+    RoundTrigger.INTEREST_RECEIVE: Round.AWAITING,
 }
-"""Entry into the per-topic machine when the handshake completes."""
+"""Entry into the per-topic machine: when the handshake completes, or when a topic
+joins the session later through INTEREST / INTEREST_GRANT (always one-way first:
+the topic becomes mutual only if the other side asks for it too, and then its
+opener — the side that served it first — opens a fingerprint round)."""
 
 ROUND_TRANSITIONS: dict[tuple[Round, RoundTrigger], Round] = {
     (Round.AWAITING, RoundTrigger.TURN_NEEDS_REPLY): Round.AWAITING,

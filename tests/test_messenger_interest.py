@@ -1,0 +1,90 @@
+"""Rooms created after every node is open reach members of other orgs: the creator
+adds the room to its node's interest in-protocol and invites the members through
+their org's control topic (virtual time, memory transport, direct links)."""
+
+from __future__ import annotations
+
+import os
+
+import trio
+import trio.testing
+
+from p2pmsg.certs import Role, issue_certificate
+from p2pmsg.identity import Identity
+from p2pmsg.messaging import MemberSpec, control_topic
+from p2pmsg.messenger import messenger_topics, open_messenger, org_control_items
+from p2pmsg.messenger.invitations import compose_invitation, open_invitation
+from p2pmsg.net.base import PeerHint
+from p2pmsg.net.memory import LinkConditions, MemoryNetwork
+from p2pmsg.node import NodeConfig, open_node
+from p2pmsg.policy import AllowAllPolicy
+from p2pmsg.store.memory import MemoryStore
+
+T0 = 1_700_000_000_000
+
+
+def _wall() -> int:
+    return T0 + int(trio.current_time() * 1000)
+
+
+def test_invitation_opens_only_for_its_device() -> None:
+    me, other = Identity.generate(), Identity.generate()
+    topic = os.urandom(32)
+    payload = compose_invitation(me.public_key, topic)
+    assert open_invitation(me, payload) == topic
+    assert open_invitation(other, payload) is None
+    for garbage in (b"", b"\x80", payload[:-1], os.urandom(64)):
+        assert open_invitation(me, garbage) is None
+
+
+async def test_room_created_after_open_reaches_a_member_of_another_org(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    clinic, lab = Identity.generate(), Identity.generate()
+    a_id, b_id = Identity.generate(), Identity.generate()
+    net = MemoryNetwork(LinkConditions(latency=0.02))
+    # The nodes know only the two control topics at open: no room is planned.
+    topics = messenger_topics([clinic.public_key, lab.public_key])
+
+    def config(me: Identity, root: Identity, name: str, peers: list[PeerHint]) -> NodeConfig:
+        store = MemoryStore()
+        cert = issue_certificate(root, me.public_key, Role.MEMBER, name, 0, 2**50)
+        items = org_control_items(root, [cert], start_ms=T0 - 1000)
+        store.append([e for e, _ in items], {e.id: p for e, p in items})
+        return NodeConfig(identity=me, store=store, topics=topics, policy=AllowAllPolicy(),
+                          transports=[net.transport(name, me.public_key)], peers=peers,
+                          wall_clock=_wall, name=name, reconnect_initial=0.1)
+
+    async with open_node(config(b_id, lab, "b", [])) as b_node, \
+            open_messenger(b_node, lab.public_key, orgs=[clinic.public_key]) as bm, \
+            open_node(config(a_id, clinic, "a", [PeerHint(b_id.public_key, "memory://b")])
+                      ) as a_node, \
+            open_messenger(a_node, clinic.public_key, orgs=[lab.public_key]) as am:
+        with trio.fail_after(60):
+            await am.wait_certified([b_id.public_key])
+            await bm.wait_certified([a_id.public_key])
+        opened = a_node.statistics().sessions_opened
+        room = await am.create_room([MemberSpec(b_id.public_key, lab.public_key)])
+        assert room.topic in a_node.topics and am.missing_topics() == []
+        assert room.topic not in b_node.topics
+        msg = await am.send_text(room, "Befund liegt vor")
+        with trio.fail_after(60):
+            while not any(r.topic == room.topic for r in bm.rooms()):
+                await trio.sleep(0.1)
+            while not bm.messages(room.topic):
+                await trio.sleep(0.1)
+        assert room.topic in b_node.topics  # learned from the invitation
+        (got,) = bm.messages(room.topic)
+        assert got.id == msg and got.content.text == "Befund liegt vor"  # type: ignore[union-attr]
+        # B answers; A gets it (B's node now asks A and serves it back: mutual)
+        answer = await bm.send_text(room.topic, "danke")
+        with trio.fail_after(60):
+            while answer not in {m.id for m in am.messages(room)}:
+                await trio.sleep(0.1)
+        # all of it over the sessions opened before the room existed
+        assert a_node.statistics().sessions_opened == opened
+        assert b_node.statistics().sessions_reopened == 0
+        # the invitation is in the lab's control topic and changes nothing there
+        ctrl = control_topic(lab.public_key)
+        assert any(e.author == a_id.public_key for e in b_node.read(ctrl))
+        assert set(bm.org_states()[lab.public_key].active_devices(_wall())) == {b_id.public_key}
