@@ -222,7 +222,8 @@ class Node:
             payload=payload,
             deps=deps,
         )
-        self.store.append([entry], {entry.id: payload})
+        # create_entry hashed the payload into the header: no second hash in the store.
+        self.store.append([entry], {entry.id: payload}, payloads_verified=True)
         self.index.update([entry])
         self._stats.entries_appended += 1
         self._after_new_entries((entry,), {entry.id: payload}, origin=None)
@@ -647,7 +648,9 @@ class Node:
             if entries and (entries[0].author, entries[0].topic) in self._bad_logs:
                 return  # the author misbehaved; its log is frozen here
             try:
-                result = self.store.append(entries, event.payloads)
+                # The sync machine checked every payload against its header
+                # (verify_payload) before emitting EntriesReceived.
+                result = self.store.append(entries, event.payloads, payloads_verified=True)
             except ForkError as exc:
                 self._record_fork(exc.proof, origin=None, source=session)
                 return
