@@ -10,6 +10,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from p2pmsg.entry import create_entry, decode_entry
 from p2pmsg.forks import ForkProof
 from p2pmsg.identity import Identity, short_id
 from p2pmsg.keyfile import load_identity
+from p2pmsg.messaging import OrgState, control_topic
 from p2pmsg.store.sqlite import SqliteStore
 
 TOPIC = "ab" * 32
@@ -63,6 +65,14 @@ def make_node(org_dir: Path, directory: Path, name: str = "ward-a") -> Path:
     return directory / "p2pmsg.toml"
 
 
+def control_entries(config: Path) -> int:
+    """Entries of the org's control log that ``node init`` put into the node's store."""
+    cfg = load_config(config, env={})
+    assert cfg.org_id is not None
+    with SqliteStore(cfg.store_path) as store:
+        return sum(h.seq for h in store.heads(control_topic(cfg.org_id)))
+
+
 def test_org_init_writes_a_private_key_and_a_public_id(org_dir: Path) -> None:
     key = org_dir / "org.key"
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
@@ -90,7 +100,10 @@ def test_node_init_creates_key_certificate_config_and_store(
     assert cert.device == node.public_key
     verify_certificate(cert, org_id, cert.valid_from + 1)
     with SqliteStore(cfg.store_path) as store:
-        assert store.topics() == []
+        # the org's control log, root-signed, publishing this node's certificate
+        assert store.topics() == [control_topic(org_id)]
+        head = store.head(org_id, control_topic(org_id))
+        assert head is not None and head.header.seq >= 1
     assert_one_line_error(p2pmsg("node", "init", tmp_path / "n", "--org", org_dir),
                           4, "already exists")
 
@@ -123,7 +136,8 @@ def test_append_log_topics_verify(org_dir: Path, tmp_path: Path) -> None:
 
     verify = p2pmsg("verify", "-c", config)
     assert verify.returncode == 0, verify.stdout + verify.stderr
-    assert "2 entries verified" in verify.stdout and "0 failed logs" in verify.stdout
+    expected = 2 + control_entries(config)
+    assert f"{expected} entries verified" in verify.stdout and "0 failed logs" in verify.stdout
 
     # The config is also found through $P2PMSG_CONFIG and env overrides apply.
     env_log = p2pmsg("log", TOPIC, env={"P2PMSG_CONFIG": str(config)})
@@ -167,7 +181,8 @@ def test_backup_copies_a_verifiable_store(org_dir: Path, tmp_path: Path) -> None
     result = p2pmsg("backup", "-c", config, target)
     assert result.returncode == 0, result.stderr
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
-    assert "1 entries verified" in p2pmsg("verify", target).stdout
+    expected = 1 + control_entries(config)
+    assert f"{expected} entries verified" in p2pmsg("verify", target).stdout
     assert_one_line_error(p2pmsg("backup", "-c", config, target), 5, "already exists")
 
 
@@ -220,15 +235,28 @@ def test_missing_paths_and_bad_arguments(org_dir: Path, tmp_path: Path) -> None:
     assert usage.returncode == 2 and "Traceback" not in usage.stderr
 
 
-def test_reserved_commands_say_not_yet_available() -> None:
-    for name in ("send", "rooms"):
-        assert_one_line_error(p2pmsg(name, "anything"), 9, "not yet available")
+def test_node_init_extends_the_org_control_log(org_dir: Path, tmp_path: Path) -> None:
+    org_id = bytes.fromhex((org_dir / "org.id").read_text().strip())
+    topic = control_topic(org_id)
+    with SqliteStore(org_dir / "control.db") as log:
+        before = log.head(org_id, topic)
+    make_node(org_dir, tmp_path / "x", "ward-x")
+    cfg = load_config(tmp_path / "x" / "p2pmsg.toml", env={})
+    node = load_identity(cfg.key).public_key
+    with SqliteStore(cfg.store_path) as store:
+        head = store.head(org_id, topic)
+        assert head is not None
+        assert head.header.seq == (0 if before is None else before.header.seq) + 1
+        entries = store.get_range(org_id, topic, 1, head.header.seq)
+        state = OrgState.from_entries(
+            org_id, [(e, store.get_payload(e.id)) for e in entries])  # type: ignore[misc]
+    assert node in state.active_devices(time.time_ns() // 1_000_000)
 
 
 def test_help_lists_every_command() -> None:
     result = p2pmsg("--help")
     assert result.returncode == 0
     for name in ("org", "node", "run", "status", "peers", "topics", "log", "append",
-                 "verify", "backup", "send", "rooms"):
+                 "verify", "backup", "send", "rooms", "read"):
         assert name in result.stdout
     assert "Exit codes" in result.stdout

@@ -16,6 +16,7 @@ from ..errors import (
     TransportError,
     ValidationError,
 )
+from .api_client import DaemonUnavailable
 
 __all__ = [
     "CONFIG",
@@ -25,6 +26,7 @@ __all__ = [
     "KEY",
     "NODE_RUNNING",
     "NOT_AVAILABLE",
+    "NOT_RUNNING",
     "OK",
     "OS",
     "STORE",
@@ -52,7 +54,10 @@ NODE_RUNNING = 7
 VERIFY_FAILED = 8
 """``verify`` found a log that does not verify (or a fork with --fail-on-fork)."""
 NOT_AVAILABLE = 9
-"""A reserved command that is not implemented yet."""
+"""A reserved command that is not implemented yet (none at the moment)."""
+NOT_RUNNING = 10
+"""``rooms``/``send``/``read``: the daemon is not running, its API is disabled, or
+it cannot be reached."""
 OS = 11
 """A file-system or OS error (no such file, permission denied, disk full)."""
 INTERNAL = 70
@@ -74,6 +79,7 @@ def exit_code_for(exc: BaseException) -> int:
         (TransportError, TRANSPORT),
         (NodeRunningError, NODE_RUNNING),
         (NotAvailableError, NOT_AVAILABLE),
+        (DaemonUnavailable, NOT_RUNNING),
         (ValidationError, VERIFY_FAILED),
         (P2PMsgError, ERROR),
         (OSError, OS),

@@ -14,13 +14,15 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
+from typing import Any
 
 from ..daemon.config import load_config
 from . import exitcodes
-from .exitcodes import NotAvailableError, exit_code_for
+from .exitcodes import exit_code_for
 from .governance_cmds import add_governance_commands
 from .init_cmds import cmd_node_init, cmd_org_init
 from .node_cmds import cmd_peers, cmd_run, cmd_status
+from .room_cmds import cmd_read, cmd_rooms, cmd_rooms_create, cmd_send
 from .store_cmds import cmd_append, cmd_backup, cmd_log, cmd_topics, cmd_verify
 
 __all__ = ["build_parser", "main"]
@@ -28,22 +30,54 @@ __all__ = ["build_parser", "main"]
 _EPILOG = """\
 Configuration: one TOML file (-c, or $P2PMSG_CONFIG, default ./p2pmsg.toml);
 every field can be overridden by P2PMSG_<SECTION>_<FIELD>. See docs/operations.md.
-Exit codes: 0 ok, 2 usage, 3 config, 4 key/certificate, 5 store, 6 network,
-7 node running, 8 verification failed, 9 not available yet, 11 OS error."""
-
-_RESERVED = {
-    "send": "send a message to a room",
-    "rooms": "list rooms",
-}
+Exit codes: 0 ok, 1 other error (e.g. the API refused a request), 2 usage,
+3 config, 4 key/certificate, 5 store, 6 network, 7 node running, 8 verification
+failed, 10 daemon not running / API disabled or unreachable, 11 OS error.
+rooms, send and read talk to the running daemon's local API ([api] enabled = true)."""
 
 
-def _config_parent() -> argparse.ArgumentParser:
+def _config_parent(*, suppress: bool = False) -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     parent.add_argument(
         "-c", "--config", metavar="PATH",
+        default=argparse.SUPPRESS if suppress else None,
         help="node configuration file (default: $P2PMSG_CONFIG or ./p2pmsg.toml)",
     )
     return parent
+
+
+def _limit(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 1 <= value <= 500:
+        raise argparse.ArgumentTypeError("between 1 and 500")
+    return value
+
+
+def _add_room_commands(sub: Any, cfg: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("rooms", parents=[cfg],
+                       help="rooms this device is in (via the running daemon's API)")
+    p.set_defaults(handler=cmd_rooms, needs_config=True)
+    rooms_sub = p.add_subparsers(dest="rooms_command", metavar="ACTION")
+    c = rooms_sub.add_parser("create", parents=[_config_parent(suppress=True)],
+                             help="create a room with member devices")
+    c.add_argument("--member", action="append", required=True, metavar="DEVICE",
+                   help="a member's device id (64 hex digits); repeat for more")
+    c.add_argument("--name", default="", help="a local label for the room (not replicated)")
+    c.add_argument("--direct", action="store_true", help="a direct (1:1) room")
+    c.set_defaults(handler=cmd_rooms_create)
+    p = sub.add_parser("send", parents=[cfg], help="send a text to a room (via the daemon)")
+    p.add_argument("room", metavar="ROOM", help="room id (64 hex digits) or its local name")
+    p.add_argument("--text", required=True, help="the message text")
+    p.set_defaults(handler=cmd_send, needs_config=True)
+    p = sub.add_parser("read", parents=[cfg],
+                       help="print a room's decrypted messages (via the daemon)")
+    p.add_argument("room", metavar="ROOM", help="room id (64 hex digits) or its local name")
+    p.add_argument("-n", "--limit", type=_limit, default=50,
+                   help="the last N messages (1..500, default 50)")
+    p.set_defaults(handler=cmd_read, needs_config=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", default="127.0.0.1:9464", metavar="HOST:PORT",
                    help="metrics endpoint (default 127.0.0.1:9464)")
     p.add_argument("--no-metrics", action="store_true", help="disable the metrics endpoint")
+    p.add_argument("--api-port", type=int, metavar="PORT",
+                   help="enable the local HTTP API on 127.0.0.1:PORT (0 = any free port)")
     p.add_argument("--valid-days", type=int, default=365,
                    help="certificate validity in days (default 365)")
     p.set_defaults(handler=cmd_node_init, needs_config=False)
@@ -122,20 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_governance_commands(sub, cfg)
 
-    for name, what in _RESERVED.items():
-        p = sub.add_parser(name, help=f"({what}: not yet available)")
-        p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-        p.set_defaults(handler=_reserved(name), needs_config=False)
+    _add_room_commands(sub, cfg)
     return parser
-
-
-def _reserved(name: str) -> object:
-    def handler(args: argparse.Namespace) -> int:
-        raise NotAvailableError(
-            f"'{name}' is not yet available: rooms and messages arrive when the messaging "
-            "layer is integrated into the node; use 'append'/'log' for raw topics"
-        )
-    return handler
 
 
 def _one_line(exc: BaseException) -> str:

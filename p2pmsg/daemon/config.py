@@ -9,7 +9,7 @@ creates.
 
 Environment overrides: ``P2PMSG_<SECTION>_<FIELD>`` (upper case) replaces
 ``[section] field``, e.g. ``P2PMSG_NODE_DATA_DIR=/var/lib/p2pmsg`` or
-``P2PMSG_MDNS_ENABLED=false``. Lists are comma-separated; peers are
+``P2PMSG_MDNS_ENABLED=false`` or ``P2PMSG_API_PORT=8471``. Lists are comma-separated; peers are
 ``P2PMSG_PEERS=<node id hex>@<address>,...``. Topics are file-only (they carry
 reader lists).
 """
@@ -29,8 +29,10 @@ from .governance import SCALAR_FIELDS as _GOVERNANCE_SCALARS
 from .governance import GovernanceConfig, parse_governance
 
 __all__ = [
+    "DEFAULT_API_PORT",
     "ENV_PREFIX",
     "LOG_LEVELS",
+    "ApiSettings",
     "ConfigError",
     "DaemonConfig",
     "ListenConfig",
@@ -45,6 +47,8 @@ __all__ = [
 ENV_PREFIX = "P2PMSG_"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 TRANSPORT_SECTIONS = ("tcp", "quic")
+DEFAULT_API_PORT = 8470
+STATIC_AUTO = "auto"
 _MAX_CONFIG_BYTES = 1 << 20
 
 
@@ -80,6 +84,30 @@ class TopicConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ApiSettings:
+    """The ``[api]`` section: the local HTTP API hosted by ``p2pmsg run``.
+
+    :func:`p2pmsg.daemon.api.serve_local_api` turns it into an
+    :class:`p2pmsg.api.ApiConfig`; the CLI's ``rooms``/``send``/``read`` read it to
+    find the API and its token."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    """Loopback only (``127.0.0.1``, ``::1``, ``localhost``): checked at load."""
+    port: int = DEFAULT_API_PORT
+    """0 = any free port (the CLI then reads the bound URL from ``status.json``)."""
+    unix_socket: Path | None = None
+    token_file: Path | None = None
+    """None = ``<data_dir>/api.token`` (see :attr:`DaemonConfig.api_token_file`)."""
+    static_dir: Path | str | None = STATIC_AUTO
+    """A directory served at ``/``; ``"auto"`` = the installed ward-chat page if one
+    is found (:func:`p2pmsg.daemon.api.find_static_dir`); None = no page."""
+    orgs: tuple[bytes, ...] = ()
+    """Other organisations whose devices this node's rooms include (their control
+    topics are replicated and their certificates accepted)."""
+
+
+@dataclass(frozen=True, slots=True)
 class DaemonConfig:
     """A validated configuration (see docs/operations.md for every field)."""
 
@@ -103,6 +131,14 @@ class DaemonConfig:
     status_interval: float = 2.0
     governance: GovernanceConfig | None = None
     """The ``[governance]`` section, or None (then ``TopicPolicy`` from ``[[topics]]``)."""
+    api: ApiSettings = ApiSettings()
+    """The ``[api]`` section (disabled unless ``enabled = true``)."""
+
+    @property
+    def api_token_file(self) -> Path:
+        """Where the API's bearer token lives (default ``<data_dir>/api.token``)."""
+        return self.api.token_file if self.api.token_file is not None \
+            else self.data_dir / "api.token"
 
     @property
     def store_path(self) -> Path:
@@ -172,6 +208,8 @@ _SCALAR_SECTIONS: dict[str, dict[str, type]] = {
     "log": {"level": str, "format": str},
     "metrics": {"address": str},
     "status": {"interval": float},
+    "api": {"enabled": bool, "host": str, "port": int, "unix_socket": str,
+            "token_file": str, "static_dir": str, "orgs": list},
 }
 
 
@@ -183,6 +221,11 @@ def _env_value(raw: str, kind: type, name: str) -> Any:
         if lowered in ("0", "false", "no", "off", ""):
             return False
         raise ConfigError(f"{name}: expected true/false, got {raw!r}")
+    if kind is int:
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"{name}: expected an integer, got {raw!r}") from None
     if kind is float:
         try:
             return float(raw)
@@ -231,7 +274,7 @@ def _table(data: Mapping[str, Any], section: str) -> dict[str, Any]:
         if key in value:
             v = value[key]
             ok = (isinstance(v, (int, float)) and not isinstance(v, bool)) if kind is float \
-                else isinstance(v, kind)
+                else isinstance(v, kind) and not (kind is int and isinstance(v, bool))
             if kind is list and isinstance(v, str):
                 ok = True
             if not ok:
@@ -381,6 +424,9 @@ def _validate(source: Path, data: dict[str, Any]) -> DaemonConfig:
             governance = parse_governance(gov_raw, base, data_dir, resolve)
         except P2PMsgError as exc:
             raise ConfigError(str(exc)) from None
+    api = _api_settings(base, _table(data, "api"))
+    if api.enabled and org_id is None:
+        raise ConfigError("api.enabled needs node.org_id (the messenger's organisation)")
     return DaemonConfig(
         path=source,
         key=_path(base, node["key"]),
@@ -400,22 +446,63 @@ def _validate(source: Path, data: dict[str, Any]) -> DaemonConfig:
         metrics_address=metrics_address,
         status_interval=interval,
         governance=governance,
+        api=api,
+    )
+
+
+def _api_settings(base: Path, api: dict[str, Any]) -> ApiSettings:
+    host = api.get("host", "127.0.0.1")
+    try:
+        loopback = ipaddress.ip_address("127.0.0.1" if host == "localhost" else host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ConfigError(f"api.host: must be a loopback address (127.0.0.1, ::1, localhost), "
+                          f"got {host!r}; put a TLS reverse proxy in front for remote access")
+    port = api.get("port", DEFAULT_API_PORT)
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"api.port: {port} out of range 0..65535")
+    static_raw = api.get("static_dir", STATIC_AUTO)
+    static: Path | str | None
+    if static_raw == STATIC_AUTO:
+        static = STATIC_AUTO
+    elif static_raw == "":
+        static = None
+    else:
+        static = _path(base, static_raw)
+    orgs_raw = api.get("orgs", [])
+    if isinstance(orgs_raw, str):
+        orgs_raw = [o for o in (p.strip() for p in orgs_raw.split(",")) if o]
+    orgs = tuple(parse_key_hex(o, "api.orgs") if isinstance(o, str) else _bad("api.orgs")
+                 for o in orgs_raw)
+    return ApiSettings(
+        enabled=bool(api.get("enabled", False)),
+        host=host,
+        port=port,
+        unix_socket=_path(base, api["unix_socket"]) if api.get("unix_socket") else None,
+        token_file=_path(base, api["token_file"]) if api.get("token_file") else None,
+        static_dir=static,
+        orgs=orgs,
     )
 
 
 def _bad(where: str) -> bytes:
-    raise ConfigError(f"{where}: node ids must be strings of 64 hex digits")
+    raise ConfigError(f"{where}: ids must be strings of 64 hex digits")
 
 
 def render_config(
     *, key: str, certificate: str, org_id: bytes, name: str, data_dir: str,
     tcp_listen: str | None = None, metrics_address: str | None = "127.0.0.1:9464",
+    api_port: int | None = None,
 ) -> str:
     """The commented TOML file written by ``p2pmsg node init``."""
     tcp = (f'[tcp]\nlisten = "{tcp_listen}"\n' if tcp_listen
            else '# [tcp]\n# listen = "0.0.0.0:7420"\n')
     metrics = (f'address = "{metrics_address}"' if metrics_address
                else '# address = "127.0.0.1:9464"')
+    api = (f"enabled = true\nport = {api_port}" if api_port is not None
+           else f"enabled = false             # true: serve the local HTTP API\n"
+                f"# port = {DEFAULT_API_PORT}")
     return f"""\
 # p2pmsg node configuration (docs/operations.md documents every field).
 # Every field can be overridden by P2PMSG_<SECTION>_<FIELD>, e.g. P2PMSG_LOG_LEVEL=debug.
@@ -446,6 +533,12 @@ format = "kv"               # kv (key=value) or json
 
 [metrics]
 {metrics}
+
+[api]                       # local HTTP API for apps and the rooms/send/read commands
+{api}
+# token_file = "data/api.token"   # default: <data_dir>/api.token (mode 0600)
+# static_dir = "auto"             # the installed ward-chat page; "" = none
+# orgs = ["<64 hex digits: another organisation's id>"]
 
 # [[peers]]
 # id = "<64 hex digits: the peer's node id>"

@@ -16,8 +16,12 @@ Theory of operation
 4. the node runs (:func:`p2pmsg.node.open_node`) with static peers; mDNS discovery,
    if enabled, is started *after* the transports are bound (it advertises their real
    ports) as ``async with mdns.running()`` and feeds ``node.add_peer``;
-5. the metrics endpoint and the status-file writer start; a ``ready`` event is
-   logged with the bound addresses;
+5. the metrics endpoint and the status-file writer start; with ``[api] enabled``
+   the messenger and the local HTTP API start too (:mod:`p2pmsg.daemon.api`;
+   ``api_ready url=...`` is logged, never the token, and the URL goes into
+   ``status.json`` for the CLI); a ``ready`` event is logged with the bound
+   addresses; the initial-sync progress reporter starts
+   (:mod:`p2pmsg.daemon.progress`);
 6. on a signal, the node's nursery is cancelled (sessions close), the store is
    closed. Every append acknowledged before that was already fsync'd by the store,
    so nothing acknowledged is lost; a restart reloads heads from the store and
@@ -34,6 +38,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import asdict
+from functools import partial
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -49,10 +54,12 @@ from ..node.audit import AuditSink
 from ..node.config import system_wall_ms
 from ..policy import AllowAllPolicy, Policy, TopicPolicy
 from ..store.sqlite import SqliteStore
+from .api import known_orgs, node_topics, serve_local_api
 from .config import ConfigError, DaemonConfig
 from .governance import Governance
 from .logsetup import event
 from .metrics import serve_metrics
+from .progress import report_initial_sync
 from .state import pid_file, write_status, writer_lock
 
 __all__ = ["build_policy", "check_certificate", "collect_values", "run_daemon"]
@@ -148,7 +155,8 @@ def collect_values(node: Node, store: SqliteStore, started: float) -> dict[str, 
 
 
 def _status(config: DaemonConfig, node: Node, store: SqliteStore,
-            transports: list[Transport], started_wall: float) -> dict[str, Any]:
+            transports: list[Transport], started_wall: float, *,
+            api_url: str | None = None) -> dict[str, Any]:
     topics = []
     for topic in store.topics():
         heads = store.heads(topic)
@@ -166,14 +174,17 @@ def _status(config: DaemonConfig, node: Node, store: SqliteStore,
                              for p in config.peers],
         "statistics": asdict(node.statistics()),
         "topics": topics,
+        "api_url": api_url,
     }
 
 
 async def _status_loop(config: DaemonConfig, node: Node, store: SqliteStore,
-                       transports: list[Transport], started_wall: float) -> None:
+                       transports: list[Transport], started_wall: float, *,
+                       api_url: str | None) -> None:
     while True:
         try:
-            write_status(config.data_dir, _status(config, node, store, transports, started_wall))
+            write_status(config.data_dir, _status(config, node, store, transports, started_wall,
+                                                  api_url=api_url))
         except OSError as exc:
             event("status_write_failed", logging.WARNING, error=exc.strerror or str(exc))
         await trio.sleep(config.status_interval)
@@ -235,10 +246,12 @@ async def run_daemon(
                     gov.check_fresh()
                 transports = _transports(config, identity, policy,
                                          gov.audit if gov is not None else None)
+                orgs = known_orgs(config, gov)
                 node_config = NodeConfig(
                     identity=identity, store=store, transports=transports,
                     peers=[PeerHint(p.node_id, p.address) for p in config.peers],
-                    policy=policy, topics=[t.topic for t in config.topics],
+                    policy=policy,
+                    topics=node_topics(config, store, identity.public_key, orgs),
                     name=config.name or short_id(identity.public_key),
                     audit=gov.audit if gov is not None else None,
                 )
@@ -253,15 +266,25 @@ async def run_daemon(
                             serve_metrics, host, port,
                             lambda: collect_values(node, store, started))
                         metrics = f"{bound[0]}:{bound[1]}"
-                    nursery.start_soon(_status_loop, config, node, store, transports,
-                                       started_wall)
+                    api_url: str | None = None
+                    if config.api.enabled:
+                        server = await nursery.start(serve_local_api, config, node, orgs)
+                        api_url = server.url
+                        event("api_ready", url=api_url,
+                              unix=str(config.api.unix_socket or "-"),
+                              token_file=str(config.api_token_file), orgs=len(orgs))
+                    nursery.start_soon(partial(_status_loop, config, node, store, transports,
+                                               started_wall, api_url=api_url))
                     if gov is not None:
                         nursery.start_soon(gov.run)
                     event("ready", node=short_id(node.id), node_name=config.name,
                           pid=os.getpid(), metrics=metrics,
                           listen=",".join(a for t in transports for a in t.addresses()) or "-",
                           peers=len(config.peers), topics=len(config.topics),
-                          mdns=config.mdns_enabled, governance=gov is not None)
+                          mdns=config.mdns_enabled, governance=gov is not None,
+                          api=api_url or "off", replicated_topics=len(node.topics))
+                    nursery.start_soon(report_initial_sync, node,
+                                       [p.node_id for p in config.peers])
                     task_status.started(node)
                     async for signum in signals:
                         if signum == signal.SIGHUP:
