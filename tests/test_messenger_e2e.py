@@ -25,6 +25,7 @@ import pytest
 import trio
 import trio.testing
 
+from p2pmsg.blobs import BlobStore
 from p2pmsg.certs import DeviceCertificate, Role, issue_certificate
 from p2pmsg.identity import Identity
 from p2pmsg.messaging import (
@@ -81,8 +82,9 @@ def wall() -> int:
     return T0 + int(trio.current_time() * 1000)
 
 
-async def build(nursery: trio.Nursery, tmp_path: Path) -> Federation:
-    """Certify everything, plan the room, open the relay and six device nodes."""
+async def build(nursery: trio.Nursery, tmp_path: Path, *, blobs: bool = False) -> Federation:
+    """Certify everything, plan the room, open the relay and six device nodes
+    (``blobs``: each device node gets a BlobStore under ``tmp_path``)."""
     net = MemoryNetwork(seed=7)
     roots = {o: ident("root-" + o) for o in ORGS}
     certs: dict[str, list[DeviceCertificate]] = {o: [] for o in ORGS}
@@ -105,7 +107,9 @@ async def build(nursery: trio.Nursery, tmp_path: Path) -> Federation:
             identity=identity, store=store, topics=topics, policy=AllowAllPolicy(),
             transports=[net.transport(name, identity.public_key)],
             peers=[PeerHint(ident(p).public_key, f"memory://{p}") for p in peers],
-            wall_clock=wall, reconnect_initial=0.1, reconnect_max=1.0, seed=1, name=name)
+            wall_clock=wall, reconnect_initial=0.1, reconnect_max=1.0, seed=1, name=name,
+            blob_store=(BlobStore(tmp_path / f"blobs-{name}", durable=False)
+                        if blobs and name != "relay" else None))
 
     fed.relay_store = SqliteStore(tmp_path / "relay.db")
     fed.nodes["relay"] = await nursery.start(serve_node, cfg("relay", fed.relay_store, ()))

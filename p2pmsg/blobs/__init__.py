@@ -20,6 +20,7 @@ docs/attachments.md has the byte formats and the protocol.
 """
 
 from .errors import BlobIncompleteError as BlobIncompleteError
+from .errors import BlobUnavailableError as BlobUnavailableError
 from .errors import ChunkMismatchError as ChunkMismatchError
 from .errors import FileTooLargeError as FileTooLargeError
 from .errors import QuotaExceededError as QuotaExceededError
@@ -53,6 +54,7 @@ __all__ = [
     "DEFAULT_MAX_FILE_SIZE",
     "BlobEncryptor",
     "BlobIncompleteError",
+    "BlobUnavailableError",
     "BlobStore",
     "BlobTransfer",
     "ChunkMismatchError",

@@ -18,10 +18,11 @@ Messages never contain key material or file content.
 
 from __future__ import annotations
 
-from ..errors import Reason, StoreError, ValidationError
+from ..errors import P2PMsgError, Reason, StoreError, ValidationError
 
 __all__ = [
     "BlobIncompleteError",
+    "BlobUnavailableError",
     "ChunkMismatchError",
     "FileTooLargeError",
     "QuotaExceededError",
@@ -69,4 +70,16 @@ class BlobIncompleteError(StoreError):
 
     def __init__(self, missing: int) -> None:
         super().__init__(f"blob incomplete: {missing} chunk(s) missing")
+        self.missing = missing
+
+
+class BlobUnavailableError(P2PMsgError):
+    """No connected peer would serve the blob (each lacked it, refused it — the
+    room is not theirs to read from us — or served corrupt data and was cut off).
+
+    Chunks already fetched stay stored: a later fetch resumes with the rest."""
+
+    def __init__(self, root: bytes, missing: int) -> None:
+        super().__init__(f"blob unavailable from connected peers ({missing} chunks missing)")
+        self.root = root
         self.missing = missing

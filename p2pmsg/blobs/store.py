@@ -284,6 +284,14 @@ class BlobStore:
 
     # --- objects --------------------------------------------------------------------
 
+    def room_of(self, h: bytes) -> bytes | None:
+        """The room the blob holding object ``h`` is registered under (serving
+        access control), or None if no registered blob has that object."""
+        row = self._db.execute(
+            "SELECT b.room FROM objects o JOIN blobs b ON b.root = o.root WHERE o.hash = ?",
+            (h,)).fetchone()
+        return None if row is None else bytes(row[0])
+
     def have(self, h: bytes) -> bool:
         """Whether the object (root, page or chunk) ``h`` is stored."""
         row = self._db.execute("SELECT present FROM objects WHERE hash = ?", (h,)).fetchone()

@@ -2,9 +2,10 @@
 
 Theory of operation
 -------------------
-One :class:`BlobTransfer` per peer session (its own stream, or later multiplexed
-into the sync session). Like :class:`p2pmsg.sync.SyncConnection` it has no I/O:
-bytes from the peer go into :meth:`~BlobTransfer.receive_data`, commands into
+One :class:`BlobTransfer` per sync session, carried in its BLOB frames
+(:mod:`p2pmsg.node.blobs`, docs/attachments.md §6). Like
+:class:`p2pmsg.sync.SyncConnection` it has no I/O: bytes from the peer go into
+:meth:`~BlobTransfer.receive_data`, commands into
 :meth:`~BlobTransfer.send`; events come out of :meth:`~BlobTransfer.next_event` and
 bytes out of :meth:`~BlobTransfer.data_to_send`. The node answers events from the
 blob store (store.py) — this module never touches disk.

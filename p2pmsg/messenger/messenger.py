@@ -36,12 +36,15 @@ messenger resolves for its own calls is passed too).
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import trio
 
+from ..blobs import check_descriptor, describe
 from ..certs import DeviceCertificate
 from ..entry import Entry
 from ..errors import LocalProtocolError
@@ -49,9 +52,11 @@ from ..governance.policy import GovernancePolicy
 from ..hlc import COUNTER_BITS
 from ..identity import short_id
 from ..messaging import (
+    Attachment,
     Content,
     Edit,
     FhirCommunication,
+    Kind,
     Member,
     MemberSpec,
     Message,
@@ -82,6 +87,7 @@ from ..messaging.crypto import epoch_key, open_secret
 from ..messaging.errors import DecryptionError
 from ..messaging.room import RoomView
 from ..node import Node
+from ..node.blobs import ProgressCallback
 from .bootstrap import RoomPlan, plan_room
 from .errors import UnknownDevice, UnknownRoom
 from .invitations import compose_invitation, open_invitation
@@ -116,6 +122,20 @@ class Room:
 
 RoomRef = Room | bytes
 """A room: its :class:`Room` snapshot or its topic id."""
+
+
+_ATTACHMENT_KINDS = {k.name.lower(): k for k in (Kind.VOICE, Kind.IMAGE, Kind.DOCUMENT,
+                                                  Kind.VIDEO)}
+
+
+def _attachment_kind(kind: Kind | str) -> Kind:
+    if isinstance(kind, str):
+        if kind.lower() not in _ATTACHMENT_KINDS:
+            raise ValueError(f"kind must be one of {sorted(_ATTACHMENT_KINDS)}")
+        return _ATTACHMENT_KINDS[kind.lower()]
+    if kind not in _ATTACHMENT_KINDS.values():
+        raise ValueError("kind must be VOICE, IMAGE, DOCUMENT or VIDEO")
+    return kind
 
 
 def _topic(room: RoomRef) -> bytes:
@@ -414,6 +434,66 @@ class Messenger:
                     continue
                 return (await self._append(topic, payload, seq)).id
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def send_file(
+        self,
+        room: RoomRef,
+        file: bytes | str | os.PathLike[str],
+        *,
+        kind: Kind | str = Kind.DOCUMENT,
+        mime: str = "application/octet-stream",
+        name: str = "",
+        caption: str = "",
+    ) -> bytes:
+        """Send a file (bytes or a path) as a voice/image/document/video message.
+
+        The file is encrypted with a fresh per-file key and chunked into the node's
+        blob store, registered under the room (members' nodes may fetch it from
+        ours); the key travels only inside the sealed message. Returns the message
+        id. Needs ``NodeConfig.blob_store``. ``name`` defaults to the path's name.
+        """
+        kind = _attachment_kind(kind)
+        topic = _topic(room)
+        self._room_state(topic)  # UnknownRoom before anything is stored
+        if not name and not isinstance(file, bytes):
+            name = os.path.basename(os.fspath(file))
+        manifest, key = await self.node.put_blob(file, topic, org=self.org)
+        return await self.send(room, Attachment(kind, describe(manifest, key, mime, name),
+                                                caption))
+
+    async def download(
+        self,
+        message: Message,
+        dest: str | os.PathLike[str] | BinaryIO,
+        *,
+        progress: ProgressCallback | None = None,
+    ) -> int:
+        """Fetch an attachment's blob from connected peers and decrypt it to ``dest``
+        (a path or a binary file); returns the plaintext bytes written.
+
+        Chunks are verified on arrival and kept in the blob store, so an
+        interrupted download resumes with what is missing. ``progress(done,
+        total)`` reports plaintext bytes. Raises ``LocalProtocolError`` if the
+        message has no attachment, :class:`~p2pmsg.blobs.BlobUnavailableError` if
+        no connected peer serves it.
+        """
+        content = message.content
+        if not isinstance(content, Attachment):
+            raise LocalProtocolError("message carries no attachment")
+        entry = self.node.store.get_entry(message.id)
+        if entry is None:
+            raise UnknownRoom("the message is not stored on this node")
+        desc = content.descriptor
+        await self.node.fetch_blob(desc.content_hash, entry.topic, org=self.org,
+                                   progress=progress)
+        store = self.node._require_blob_store()
+        manifest = store.get_manifest(desc.content_hash)
+        assert manifest is not None  # fetch_blob returned: complete
+        check_descriptor(desc, manifest)
+        if isinstance(dest, (str, os.PathLike)):
+            with open(dest, "wb") as f:
+                return store.export(desc.content_hash, desc.file_key, f)
+        return store.export(desc.content_hash, desc.file_key, dest)
 
     async def send_text(self, room: RoomRef, text: str) -> bytes:
         return await self.send(room, Text(text))

@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from ..blobs.store import BlobStore
+from ..blobs.transfer import TransferConfig
 from ..identity import Identity
 from ..net.base import Discovery, PeerHint, Transport
 from ..policy import Policy, TopicPolicy
@@ -66,3 +68,8 @@ class NodeConfig:
     """Where to record connections, refusals, protocol errors, forks and bad
     signatures (short ids only, no content): a
     :class:`p2pmsg.governance.audit.AuditLog` or None (docs/node.md, "Audit")."""
+    blob_store: BlobStore | None = None
+    """Where attachments live (usually ``BlobStore(<data dir>/blobs)``), or None: the
+    node then serves and fetches no blob. The node does not close it."""
+    blob_transfer: TransferConfig | None = None
+    """Tunables of the per-session blob machine (window), or None for defaults."""

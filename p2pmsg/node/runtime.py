@@ -30,7 +30,9 @@ only short ids (12 hex digits of a hash) and counts.
 
 from __future__ import annotations
 
+import io
 import logging
+import os
 import random
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -40,8 +42,19 @@ from typing import Any, Protocol, runtime_checkable
 
 import trio
 
+from ..blobs.errors import BlobUnavailableError
+from ..blobs.format import Manifest
+from ..blobs.store import BlobStore
 from ..entry import MAX_DEPS, TOPIC_SIZE, Entry, create_entry
-from ..errors import ForkError, RemoteProtocolError, StoreError, TransportError
+from ..errors import (
+    ForkError,
+    LocalProtocolError,
+    Reason,
+    RemoteProtocolError,
+    StoreError,
+    TransportError,
+    ValidationError,
+)
 from ..forks import ForkProof
 from ..governance.audit import AuditKind
 from ..hlc import HybridClock
@@ -53,6 +66,7 @@ from ..sync import commands as cmd
 from ..sync import events as ev
 from ..validate import find_bad_signatures
 from .audit import NodeAudit
+from .blobs import ProgressCallback
 from .config import NodeConfig
 from .session import Session
 from .subscription import Subscription
@@ -125,6 +139,10 @@ class NodeStatistics:
     """Calls of :meth:`Node.add_topics` / :meth:`Node.remove_topics` that changed topics."""
     sessions_reopened: int = 0
     """Sessions closed by :meth:`Node.remove_topics` (to be redialed with fewer topics)."""
+    blob_chunks_received: int = 0
+    """Attachment chunks fetched from peers and stored (verified)."""
+    blob_objects_served: int = 0
+    """Attachment objects (roots, pages, chunks) sent to peers."""
 
 
 @runtime_checkable
@@ -176,6 +194,7 @@ class Node:
         self._bad_logs: dict[tuple[bytes, bytes], BadSignatureEvidence] = {}
         self._nursery: trio.Nursery | None = None
         self.audit = NodeAudit(config.audit, config.wall_clock, self.name)
+        self.blob_store: BlobStore | None = config.blob_store
         self._load_from_store()
 
     def __repr__(self) -> str:
@@ -372,6 +391,76 @@ class Node:
             closed += 1
         return closed
 
+    # -- attachments (docs/attachments.md §6) -----------------------------------
+
+    def _require_blob_store(self) -> BlobStore:
+        if self.blob_store is None:
+            raise LocalProtocolError("this node has no blob store (NodeConfig.blob_store)")
+        return self.blob_store
+
+    async def put_blob(self, data: bytes | str | os.PathLike[str], room: bytes, *,
+                       org: bytes = b"") -> tuple[Manifest, bytes]:
+        """Encrypt a file (bytes or a path) into the blob store for ``room``.
+
+        Returns ``(manifest, file_key)``; build the message with
+        :func:`p2pmsg.blobs.describe`. Peers may then fetch it if the policy lets
+        them read ``room``. Quota: ``QuotaExceededError``/``FileTooLargeError``,
+        nothing stored. Runs in the trio thread (reads one chunk at a time).
+        """
+        store = self._require_blob_store()
+        await trio.lowlevel.checkpoint()
+        if isinstance(data, bytes):
+            return store.import_file(io.BytesIO(data), len(data), org=org, room=room)
+        path = os.fspath(data)
+        with open(path, "rb") as f:
+            return store.import_file(f, os.fstat(f.fileno()).st_size, org=org, room=room)
+
+    async def fetch_blob(self, root: bytes, room: bytes, *, org: bytes = b"",
+                         progress: ProgressCallback | None = None) -> None:
+        """Fetch blob ``root`` for ``room`` into the blob store from connected peers.
+
+        Asks one peer at a time; what a peer does not have (or may not give us) is
+        asked of the next; after a broken session the fetch resumes, on whatever
+        session comes up next, with only the chunks still missing. Waits for peers
+        while none is connected (bound it with ``trio.fail_after``). Raises
+        :class:`~p2pmsg.blobs.BlobUnavailableError` once every connected peer was
+        asked and none served it, ``ValidationError``/``QuotaExceededError`` for a
+        bad or refused blob. ``progress(done, total)`` gets plaintext bytes.
+        """
+        store = self._require_blob_store()
+        manifest = store.get_manifest(root)
+        if manifest is not None and not store.missing(root):
+            if progress is not None:
+                progress(manifest.size, manifest.size)
+            await trio.lowlevel.checkpoint()
+            return
+        refused: set[bytes] = set()
+        while True:
+            ready = [s for p, s in sorted(self._sessions.items())
+                     if s.hello_received and not s.closed.is_set()
+                     and s.conn.state is State.ESTABLISHED]
+            candidates = [s for s in ready if s.peer_id not in refused]
+            if not candidates:
+                if ready:
+                    held = store.get_manifest(root)
+                    raise BlobUnavailableError(
+                        root, len(store.missing(root)) if held is not None else -1)
+                await self._changed.park()
+                continue
+            session = candidates[0]
+            outcome = await session.blob_channel().fetch(root, org=org, room=room,
+                                                         progress=progress)
+            if outcome.status == "complete" and not store.missing(root):
+                return
+            if outcome.status == "refused" and outcome.error is not None:
+                raise outcome.error
+            if outcome.status in ("bad_manifest", "too_large"):
+                raise ValidationError(Reason.PAYLOAD_MISMATCH,
+                                      f"blob cannot be fetched: {outcome.status}")
+            if outcome.status in ("unavailable", "cut_off", "complete"):
+                refused.add(session.peer_id)
+            # disconnected: the next session (this peer redialed or another) resumes
+
     def add_topics(self, topics: Iterable[bytes]) -> list[bytes]:
         """Replicate more topics from now on, without reconnecting.
 
@@ -556,6 +645,8 @@ class Node:
         self._nursery.start_soon(trio.aclose_forcefully, stream)
 
     def _session_ended(self, session: Session) -> None:
+        if session.blobs is not None:
+            session.blobs.session_closed()
         if self._sessions.get(session.peer_id) is session:
             del self._sessions[session.peer_id]
         if session.conn.state is not State.IDLE:
@@ -627,6 +718,8 @@ class Node:
         elif isinstance(event, ev.TopicSynced):
             session.synced_topics.add(event.topic)
             self._changed.unpark_all()
+        elif isinstance(event, ev.BlobData):
+            session.blob_channel().receive(event.data)
         elif isinstance(event, ev.ConnectionClosed):
             session.close_reason = session.close_reason or event.reason
             return True

@@ -35,7 +35,9 @@ from ..errors import LocalProtocolError, RemoteProtocolError
 from ..identity import short_id
 from ..net.base import PeerStream
 from ..policy import Policy
-from ..sync import AddInterest, SyncConnection
+from ..sync import AddInterest, State, SyncConnection
+from ..sync.messages import MAX_BLOB_PIECE
+from .blobs import BlobChannel
 
 if TYPE_CHECKING:
     from .runtime import Node
@@ -78,6 +80,8 @@ class Session:
         self._finishing = False
         self._writer_done = trio.Event()
         self._denials_audited = 0
+        self.blobs: BlobChannel | None = None
+        """Attachment transfer with this peer, created on first use."""
 
     def __repr__(self) -> str:
         return f"Session({short_id(self.peer_id)}, initiator={self.initiator})"
@@ -128,6 +132,12 @@ class Session:
         if not self.close_reason:
             self.close_reason = reason
         self._cancel.cancel()
+
+    def blob_channel(self) -> BlobChannel:
+        """This session's blob transfer (docs/attachments.md §6), created on first use."""
+        if self.blobs is None:
+            self.blobs = BlobChannel(self, self.node.blob_store)
+        return self.blobs
 
     def _wake(self) -> None:
         self._kick.unpark_all()
@@ -189,8 +199,14 @@ class Session:
         return finished
 
     def _pending(self) -> bytes:
+        """Sync bytes first, then at most one BLOB frame: attachments never hold
+        log replication back by more than one small frame."""
         data = bytes(self._out) + self.conn.data_to_send()
         self._out.clear()
+        if self.blobs is not None and self.conn.state is State.ESTABLISHED:
+            piece = self.blobs.take(MAX_BLOB_PIECE)
+            if piece:
+                data += self.conn.encode_blob(piece)
         return data
 
     async def _write(self, data: bytes) -> bool:

@@ -51,10 +51,12 @@ from . import events as ev
 from .frames import FRAME_HEADER_SIZE, MAX_FRAME_SIZE, FrameDecoder, encode_frame
 from .index import LogIndex
 from .messages import (
+    MAX_BLOB_PIECE,
     MAX_TOPICS,
     PROTOCOL_VERSION,
     RUN_FINAL,
     RUN_LIVE,
+    BlobPiece,
     Close,
     Credit,
     ForkProofMsg,
@@ -197,7 +199,7 @@ _TYPE_OF: dict[type, MsgType] = {
     PayloadRequest: MsgType.PAYLOAD_REQUEST, Payloads: MsgType.PAYLOADS,
     ForkProofMsg: MsgType.FORK_PROOF, Ping: MsgType.PING, Pong: MsgType.PONG,
     Close: MsgType.CLOSE, Resync: MsgType.RESYNC, Interest: MsgType.INTEREST,
-    InterestGrant: MsgType.INTEREST_GRANT,
+    InterestGrant: MsgType.INTEREST_GRANT, BlobPiece: MsgType.BLOB,
 }
 _TYPE_NAMES = {m.value: m.name for m in MsgType}
 
@@ -1212,6 +1214,28 @@ class SyncConnection:
     def _on_pong(self, msg: Message, size: int) -> None:
         assert isinstance(msg, Pong)  # any frame already counts as liveness
 
+    def _on_blob(self, msg: Message, size: int) -> None:
+        assert isinstance(msg, BlobPiece)
+        self._events.append(ev.BlobData(msg.data))
+
+    def encode_blob(self, data: bytes) -> bytes:
+        """Wrap blob-transfer stream bytes in BLOB frames and return them (not queued).
+
+        The caller (the node's session writer) interleaves these frames with
+        :meth:`data_to_send`, sync bytes first, so attachment bytes never delay
+        log replication by more than one :data:`MAX_BLOB_PIECE` frame. Raises
+        :class:`LocalProtocolError` unless the session is established.
+        """
+        self._require_established()
+        out = bytearray()
+        for i in range(0, len(data), MAX_BLOB_PIECE):
+            frame = encode_frame(BlobPiece(data[i:i + MAX_BLOB_PIECE]).encode())
+            out += frame
+            self.stats.bytes_sent += len(frame)
+            self.stats.frames_sent += 1
+            _count(self.stats.sent_by_type, "BLOB", len(frame))
+        return bytes(out)
+
     def _on_close(self, msg: Message, size: int) -> None:
         assert isinstance(msg, Close)
         self._close(Trigger.RECV_CLOSE, "peer_closed", send=False, detail=msg.reason)
@@ -1241,6 +1265,7 @@ _HANDLERS = {
     MsgType.RESYNC: SyncConnection._on_resync,
     MsgType.INTEREST: SyncConnection._on_interest,
     MsgType.INTEREST_GRANT: SyncConnection._on_interest_grant,
+    MsgType.BLOB: SyncConnection._on_blob,
 }
 
 _COMMANDS = {

@@ -16,6 +16,7 @@ from ..errors import RemoteProtocolError
 from ..forks import ForkProof
 
 __all__ = [
+    "BlobData",
     "ConnectionClosed",
     "EntriesNeeded",
     "EntriesReceived",
@@ -173,5 +174,14 @@ class ConnectionClosed:
     """For ``peer_closed``: the reason code the peer gave; for ``closed``: ours."""
 
 
+@dataclass(frozen=True, slots=True)
+class BlobData:
+    """Bytes of the peer's blob-transfer stream (a BLOB frame): feed them to the
+    session's :class:`p2pmsg.blobs.BlobTransfer` (``receive_data``)."""
+
+    data: bytes = field(repr=False)
+
+
 Event = (HelloReceived | EntriesNeeded | EntriesReceived | PayloadsNeeded | PayloadsReceived
-         | ForkProofReceived | LogDiverged | TopicSynced | ConnectionClosed | InterestUpdated)
+         | ForkProofReceived | LogDiverged | TopicSynced | ConnectionClosed | InterestUpdated
+         | BlobData)

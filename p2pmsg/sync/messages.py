@@ -21,6 +21,8 @@ from ..errors import DecodeError, Reason, RemoteProtocolError
 from .frames import MAX_FRAME_SIZE
 
 __all__ = [
+    "MAX_BLOB_PIECE",
+    "BlobPiece",
     "FINGERPRINT_SIZE",
     "MAX_BOUND_SIZE",
     "MAX_CLOSE_TEXT",
@@ -58,6 +60,8 @@ FINGERPRINT_SIZE = 16
 MAX_BOUND_SIZE = 32
 """A range bound is a (prefix of an) author key: 1..32 bytes, or null for +infinity."""
 MAX_CLOSE_TEXT = 200
+MAX_BLOB_PIECE = 1 << 16
+"""Bytes of blob-transfer stream per BLOB frame (small, so sync frames interleave)."""
 MAX_CREDIT = 1 << 40
 RUN_LIVE = 1
 """Run flag: a live push of new entries (not an answer to a REQUEST)."""
@@ -83,6 +87,7 @@ class MsgType(enum.IntEnum):
     RESYNC = 12
     INTEREST = 13
     INTEREST_GRANT = 14
+    BLOB = 15
 
 
 class RangeMode(enum.IntEnum):
@@ -316,8 +321,25 @@ class InterestGrant:
         return _cbor.dumps([MsgType.INTEREST_GRANT.value, list(self.topics)])
 
 
+@dataclass(frozen=True, slots=True)
+class BlobPiece:
+    """A piece of the session's blob-transfer byte stream (docs/attachments.md §6).
+
+    Attachments travel inside the sync session: each side runs one
+    :class:`p2pmsg.blobs.BlobTransfer` per session and its output bytes are cut
+    into BLOB frames of at most :data:`MAX_BLOB_PIECE` bytes. The blob machine has
+    its own request credit; the sync machine only carries the bytes.
+    """
+
+    data: bytes
+
+    def encode(self) -> bytes:
+        return _cbor.dumps([MsgType.BLOB.value, self.data])
+
+
 Message = (Hello | Grant | Recon | Request | Run | Credit | PayloadRequest | Payloads
-           | ForkProofMsg | Ping | Pong | Close | Resync | Interest | InterestGrant)
+           | ForkProofMsg | Ping | Pong | Close | Resync | Interest | InterestGrant
+           | BlobPiece)
 
 
 def decode_message(body: bytes) -> Message:
@@ -530,6 +552,12 @@ def _interest_grant(f: list[Any]) -> InterestGrant:
     return InterestGrant(_topics(f[0], "INTEREST_GRANT"))
 
 
+def _blob(f: list[Any]) -> BlobPiece:
+    if type(f[0]) is not bytes or not 1 <= len(f[0]) <= MAX_BLOB_PIECE:
+        raise _fail("malformed_frame", f"BLOB: 1..{MAX_BLOB_PIECE} bytes")
+    return BlobPiece(f[0])
+
+
 _DECODERS: dict[MsgType, tuple[int, Any]] = {
     MsgType.HELLO: (4, _hello),
     MsgType.GRANT: (1, _grant),
@@ -546,4 +574,5 @@ _DECODERS: dict[MsgType, tuple[int, Any]] = {
     MsgType.RESYNC: (1, _resync),
     MsgType.INTEREST: (1, _interest),
     MsgType.INTEREST_GRANT: (1, _interest_grant),
+    MsgType.BLOB: (1, _blob),
 }
