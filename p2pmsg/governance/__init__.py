@@ -10,7 +10,9 @@ the node's :class:`p2pmsg.policy.Policy`), :func:`.retention.plan_purge`,
 
 Store / file I/O (outside the sans-IO core): :mod:`.audit` (hash-chained signed
 audit log in its own SQLite file), :func:`.retention.run_purge`,
-:mod:`.erasure` (Art. 17 with tombstone and crypto-shredding), :mod:`.export`
+:mod:`.erasure` (Art. 17 with tombstone and crypto-shredding), :mod:`.redaction`
+(erase what a room's redactions removed; planned by
+:func:`p2pmsg.messaging.redaction.plan_redactions`), :mod:`.export`
 (Art. 15/20 bundles, offline verification).
 """
 
@@ -43,6 +45,8 @@ from .policy import LocalDefault as LocalDefault
 from .policy import LocalPolicy as LocalPolicy
 from .records import ProcessingConfig as ProcessingConfig
 from .records import render_records as render_records
+from .redaction import RedactionResult as RedactionResult
+from .redaction import erase_redactions as erase_redactions
 from .retention import PayloadClass as PayloadClass
 from .retention import RetentionConfig as RetentionConfig
 from .retention import classify_payload as classify_payload
@@ -66,6 +70,7 @@ __all__ = [
     "Organisation",
     "PayloadClass",
     "ProcessingConfig",
+    "RedactionResult",
     "RetentionConfig",
     "ShredScope",
     "Tombstone",
@@ -73,6 +78,7 @@ __all__ = [
     "decode_federation_list",
     "device_exposure",
     "erase_person",
+    "erase_redactions",
     "export_person",
     "export_room",
     "issue_federation_list",

@@ -28,8 +28,9 @@ person -> devices from its directory; p2pmsg never stores names of persons).
    :func:`verify_tombstone`.
 4. **audit** — one ERASURE record with counts and the tombstone digest.
 
-Attachment chunks are not stored by this version; their erasure joins step 1 when
-they are (their per-file keys are inside the erased SEALED payloads).
+Attachment blobs (p2pmsg.blobs) are not deleted here yet; their per-file keys are
+inside the erased SEALED payloads. Redaction does delete them
+(:mod:`.redaction`).
 """
 
 from __future__ import annotations

@@ -29,8 +29,8 @@ Purge is **local**: it erases this node's copy and never tells a peer to delete
 
 :func:`collect_candidates` reads them from a :class:`~p2pmsg.store.base.Store` and
 :func:`run_purge` plans, erases (``store.erase_payload``, secure delete on
-SqliteStore) and writes one audit record per room. Attachment chunks are not stored
-by this version; when they are, their purge joins here.
+SqliteStore) and writes one audit record per room. Attachment blobs
+(p2pmsg.blobs) are not purged here yet (``BlobStore.purge_room`` exists).
 """
 
 from __future__ import annotations

@@ -52,6 +52,7 @@ __all__ = [
     "Timeline",
     "decrypt_messages",
     "decrypt_timeline",
+    "open_content",
     "open_epoch_keys",
 ]
 
@@ -110,7 +111,10 @@ def open_epoch_keys(view: RoomView, identity: Identity) -> dict[bytes, bytes]:
     return keys
 
 
-def _open(view: RoomView, applied: Applied, keys: Mapping[bytes, bytes]) -> Content | None:
+def open_content(
+    view: RoomView, applied: Applied, keys: Mapping[bytes, bytes]
+) -> Content | None:
+    """The content of a SEALED entry, or None if ``keys`` cannot open it (or it is bad)."""
     sealed = applied.payload
     assert isinstance(sealed, Sealed)
     key = keys.get(sealed.epoch)
@@ -147,7 +151,7 @@ def decrypt_timeline(
             continue
         if not isinstance(payload, Sealed):
             continue  # creation, membership and epochs are not messages
-        content = _open(view, applied, keys)
+        content = open_content(view, applied, keys)
         if content is None:
             messages[entry.id] = Message(entry.id, entry.author, applied.author_org,
                                          entry.header.timestamp, MessageStatus.UNDECRYPTABLE,

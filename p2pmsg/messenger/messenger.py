@@ -48,7 +48,9 @@ from ..blobs import check_descriptor, describe
 from ..certs import DeviceCertificate
 from ..entry import Entry
 from ..errors import LocalProtocolError
+from ..governance.audit import AuditKind
 from ..governance.policy import GovernancePolicy
+from ..governance.redaction import RedactionResult, erase_redactions, redaction_audit_details
 from ..hlc import COUNTER_BITS
 from ..identity import short_id
 from ..messaging import (
@@ -85,6 +87,7 @@ from ..messaging import (
 )
 from ..messaging.crypto import epoch_key, open_secret
 from ..messaging.errors import DecryptionError
+from ..messaging.redaction import plan_redactions
 from ..messaging.room import RoomView
 from ..node import Node
 from ..node.blobs import ProgressCallback
@@ -162,6 +165,7 @@ class Messenger:
         keyring: Keyring | None = None,
         rekey_policy: RekeyPolicy | None = None,
         governance: GovernancePolicy | None = None,
+        enforce_redactions: bool = True,
     ) -> None:
         self.node = node
         self.identity = node.identity
@@ -173,6 +177,10 @@ class Messenger:
         if governance is None and isinstance(node.policy, GovernancePolicy):
             governance = node.policy
         self.governance = governance
+        self.enforce_redactions = enforce_redactions
+        """Erase redacted payloads and attachments on this node (:meth:`apply_redactions`)."""
+        self._redactions_seen: dict[bytes, tuple[int, int]] = {}
+        """room topic -> (entries, missing payloads) when its redactions were last enforced."""
         self._names: dict[bytes, str] = {}
         self._locks: dict[bytes, trio.Lock] = {}
         self._version = 0
@@ -507,8 +515,15 @@ class Messenger:
         return await self.send(room, Edit(target, text))
 
     async def redact(self, room: RoomRef, target: bytes, reason: str = "") -> bytes:
-        """Delete for everyone (own messages, or any message as a room admin)."""
-        return await self.send(room, Redaction(target, reason))
+        """Delete for everyone (own messages, or any message as a room admin).
+
+        Every member node that can open the redaction erases the target's payload,
+        its author's edits and its attachment (:meth:`apply_redactions`); this node
+        does so before returning (unless ``enforce_redactions`` is off)."""
+        redaction = await self.send(room, Redaction(target, reason))
+        if self.enforce_redactions:
+            self.apply_redactions(room)
+        return redaction
 
     async def react(self, room: RoomRef, target: bytes, key: str) -> bytes:
         return await self.send(room, Reaction(target, key))
@@ -553,6 +568,46 @@ class Messenger:
         payload = compose_revocation(device, effective, cutoffs, reason)
         entry = await self.node.append(control_topic(self.org), payload)
         return entry.id
+
+    # -- redaction enforcement -------------------------------------------------------
+
+    def apply_redactions(self, room: RoomRef | None = None) -> list[RedactionResult]:
+        """Erase, on this node, what the applied redactions of ``room`` (default:
+        every stored room) removed: payloads of the targets and their authors'
+        edits (secure delete; headers stay), and their attachment blobs. One
+        REDACTION audit record per redaction that erased something.
+
+        Called by the watcher of :func:`open_messenger` whenever entries arrive and
+        by :meth:`redact`; idempotent. Only redactions this device can decrypt are
+        seen (docs/gdpr.md, "Redaction"). Without ``room``, rooms with no new
+        entries since the last call are skipped. Returns what changed now."""
+        topics = [_topic(room)] if room is not None else self._room_topics()
+        orgs = self.org_states()
+        results: list[RedactionResult] = []
+        for topic in topics:
+            count = (sum(h.seq for h in self.node.store.heads(topic)),
+                     len(self.node.store.missing_payloads(topic)))
+            if room is None and self._redactions_seen.get(topic) == count:
+                continue
+            self._redactions_seen[topic] = count
+            view = self._state(topic, orgs).view
+            if not view.exists:
+                continue
+            plan = plan_redactions(view, self._keys(view))
+            if not plan:
+                continue
+            done = erase_redactions(self.node.store, plan, blobs=self.node.blob_store)
+            for result in done:
+                self.node.audit.record(AuditKind.REDACTION, **redaction_audit_details(result))
+                log.info("%s: redaction %s applied in room %s (%d payloads, %d blobs)",
+                         self, short_id(result.tombstone.redaction), short_id(topic),
+                         len(result.erased), result.blobs_deleted)
+            results.extend(done)
+        return results
+
+    def _room_topics(self) -> list[bytes]:
+        controls = {control_topic(o) for o in self.orgs}
+        return sorted(t for t in self.node.store.topics() if t not in controls)
 
     # -- reading -------------------------------------------------------------------
 
@@ -680,6 +735,8 @@ class Messenger:
                         await self._changed.park()
                     seen = self._version
                     self.accept_invitations()
+                    if self.enforce_redactions:
+                        self.apply_redactions()  # rooms with new entries
                     if self.governance is not None:
                         self.rooms()  # _state feeds governance for every room it resolves
                     await trio.sleep(0)
@@ -713,13 +770,15 @@ async def open_messenger(
     keyring: Keyring | None = None,
     rekey_policy: RekeyPolicy | None = None,
     governance: GovernancePolicy | None = None,
+    enforce_redactions: bool = True,
 ) -> AsyncIterator[Messenger]:
     """``async with open_messenger(node, my_org, orgs=[...]) as m:`` — a
     :class:`Messenger` on an open node, with its watcher running until the block
     exits: it wakes :meth:`Messenger.live` on any replicated topic's new entries and
-    feeds ``update_room`` of a ``GovernancePolicy`` (given, or the node's policy)."""
+    feeds ``update_room`` of a ``GovernancePolicy`` (given, or the node's policy), and
+    enforces redactions on this node (:meth:`Messenger.apply_redactions`)."""
     messenger = Messenger(node, org, orgs=orgs, keyring=keyring, rekey_policy=rekey_policy,
-                          governance=governance)
+                          governance=governance, enforce_redactions=enforce_redactions)
     async with trio.open_nursery() as nursery:
         await nursery.start(messenger._watch_all)
         yield messenger

@@ -1,0 +1,101 @@
+"""Redaction enforcement: erase what a room's redactions removed (store and blob I/O).
+
+Theory of operation
+-------------------
+A redaction is delete-for-everyone: the redactor's node publishes a sealed
+Redaction content; **every member node that can open it** applies it. The pure
+planner :func:`p2pmsg.messaging.redaction.plan_redactions` decides, with the
+timeline's own rule (author of the target, or room admin at the point of
+application), which payloads must go. :func:`erase_redactions` executes the plan
+on this node:
+
+1. ``store.erase_payload`` for the target and the author's edits of it (secure
+   delete and WAL truncation on SqliteStore; headers stay, so every log still
+   verifies with ``verify_run(..., full=True)``);
+2. ``BlobStore.delete_blob`` for the attachments the target referenced (their
+   per-file key was inside the erased payload, so copies elsewhere are
+   unreadable too);
+3. one REDACTION audit record per redaction that erased something — ids and
+   counts only, never content.
+
+The **tombstone** is the redaction entry itself: it stays in the log, signed by the
+redactor, and says who redacted what and when; the timeline shows the target as
+REDACTED (``redacted_by``) from it. :class:`RedactionTombstone` is its decoded form.
+
+**Relays** (nodes without room keys) cannot read a redaction and therefore keep
+the target's ciphertext — useless without an epoch key — until their retention
+purges it (docs/gdpr.md, "Redaction"). The same holds for a member node that was
+not given the redaction's epoch.
+
+:class:`p2pmsg.messenger.Messenger` calls this automatically for every room whenever
+new entries arrive (and right after its own :meth:`~p2pmsg.messenger.Messenger.redact`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from ..blobs import BlobStore
+from ..hlc import physical_ms
+from ..messaging.redaction import RedactionTombstone
+from ..store.base import Store
+from .audit import AuditKind, AuditLog, Detail
+
+__all__ = ["RedactionResult", "erase_redactions", "redaction_audit_details"]
+
+
+@dataclass(frozen=True, slots=True)
+class RedactionResult:
+    """What one redaction erased on this node."""
+
+    tombstone: RedactionTombstone
+    erased: tuple[bytes, ...]
+    """Entry ids whose payloads were erased by this call."""
+    blobs_deleted: int
+    """Attachment blobs removed from the blob store by this call."""
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.erased) or self.blobs_deleted > 0
+
+
+def redaction_audit_details(result: RedactionResult) -> dict[str, Detail]:
+    """The REDACTION audit record's details: ids (hex) and counts, no content."""
+    t = result.tombstone
+    return {"topic": t.topic.hex(), "redaction": t.redaction.hex(), "target": t.target.hex(),
+            "redactor": t.redactor.hex(), "redacted_ms": physical_ms(t.timestamp),
+            "erased": len(result.erased), "blobs": result.blobs_deleted}
+
+
+def erase_redactions(
+    store: Store,
+    tombstones: Iterable[RedactionTombstone],
+    *,
+    blobs: BlobStore | None = None,
+    audit: AuditLog | None = None,
+    now_ms: int = 0,
+) -> list[RedactionResult]:
+    """Erase every payload and blob the tombstones list; returns what changed.
+
+    Idempotent: payloads already gone and blobs not held are skipped, and only
+    redactions that erased something are returned and audited (at ``now_ms``).
+    """
+    results: list[RedactionResult] = []
+    for stone in tombstones:
+        erased = [eid for eid in stone.erase
+                  if isinstance(store.get_payload(eid), bytes) and store.erase_payload(eid)]
+        deleted = 0
+        if blobs is not None and stone.blobs:
+            held = set(blobs.roots(room=stone.topic))
+            for root in stone.blobs:
+                if root in held:
+                    blobs.delete_blob(root)
+                    deleted += 1
+        result = RedactionResult(stone, tuple(erased), deleted)
+        if not result.changed:
+            continue
+        results.append(result)
+        if audit is not None:
+            audit.append(AuditKind.REDACTION, now_ms, **redaction_audit_details(result))
+    return results
