@@ -4,14 +4,16 @@ Used by tests/test_api*.py and tests/test_ward_chat_browser.py. The nodes talk o
 the memory transport; each device's API listens on 127.0.0.1 with a random port.
 ``clinic`` (org "Klinikum", device A, room admin) and ``lab`` (org "Labor", device
 B) share one planned room (replicated from the start); org "Labor" also certifies a
-second device B2 that has no node (so it can be added to rooms).
+second device B2 that has no node (so it can be added to rooms). Each node has a
+throwaway blob store (attachments); uploads are buffered in ``Pair.uploads``.
 """
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import ExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +21,7 @@ import trio
 
 from p2pmsg import Identity, MemoryStore, NodeConfig, Role, issue_certificate, open_node
 from p2pmsg.api import ApiConfig, ApiServer, serve_api
+from p2pmsg.blobs import BlobStore
 from p2pmsg.messaging import MemberSpec
 from p2pmsg.messenger import Messenger, messenger_topics, open_messenger, org_control_items
 from p2pmsg.messenger import plan_room as plan
@@ -51,6 +54,8 @@ class Pair:
     room: bytes
     b2: bytes
     """A lab device certified by its org but without a node."""
+    uploads: Path
+    """Both APIs' ``upload_dir`` (temporary upload files; empty between requests)."""
 
 
 @asynccontextmanager
@@ -64,6 +69,7 @@ async def device_pair(static_dir: Path | None = None) -> AsyncIterator[Pair]:
                 created_ms=t0)
     topics = messenger_topics([clinic.public_key, lab.public_key], [room.topic])
     net = MemoryNetwork()
+    blob_dir = tempfile.TemporaryDirectory(prefix="p2pmsg-api-blobs-")
 
     def config(me: Identity, root: Identity, name: str, extra: list[Identity],
                peers: list[PeerHint]) -> NodeConfig:
@@ -73,24 +79,36 @@ async def device_pair(static_dir: Path | None = None) -> AsyncIterator[Pair]:
                  for i, d in enumerate([me, *extra])]
         items = org_control_items(root, certs, start_ms=t0)
         store.append([e for e, _ in items], {e.id: p for e, p in items})
+        blobs = BlobStore(Path(blob_dir.name) / name, durable=False)
         return NodeConfig(identity=me, store=store, topics=topics, policy=AllowAllPolicy(),
-                          transports=[net.transport(name, me.public_key)], peers=peers)
+                          transports=[net.transport(name, me.public_key)], peers=peers,
+                          blob_store=blobs)
 
-    api_config = ApiConfig(port=0, static_dir=static_dir, keepalive=1.0)
-    async with open_node(config(b_id, lab, "b", [b2_id], [])) as b_node, \
-            open_messenger(b_node, lab.public_key, orgs=[clinic.public_key]) as bm, \
-            open_node(config(a_id, clinic, "a", [],
-                             [PeerHint(b_id.public_key, "memory://b")])) as a_node, \
-            open_messenger(a_node, clinic.public_key, orgs=[lab.public_key]) as am, \
-            trio.open_nursery() as nursery:
-        with trio.fail_after(20):
-            await am.wait_certified([b_id.public_key, b2_id.public_key])
-            await bm.wait_certified([a_id.public_key])
-            await am.create_room_from(room, name="Station 3")
-            while not any(r.topic == room.topic for r in bm.rooms()):
-                await b_node.wait_for_entries(room.topic, len(b_node.read(room.topic)) + 1)
-        a_api: ApiServer = await nursery.start(serve_api, am, api_config)
-        b_api: ApiServer = await nursery.start(serve_api, bm, api_config)
-        yield Pair(Device("a", a_id, clinic, am, a_api), Device("b", b_id, lab, bm, b_api),
-                   room.topic, b2_id.public_key)
-        nursery.cancel_scope.cancel()
+    uploads = Path(blob_dir.name) / "uploads"
+    uploads.mkdir()
+    api_config = ApiConfig(port=0, static_dir=static_dir, keepalive=1.0, max_upload=1 << 20,
+                           upload_dir=uploads)
+    with blob_dir, ExitStack() as closing:
+        a_config = config(a_id, clinic, "a", [], [PeerHint(b_id.public_key, "memory://b")])
+        b_config = config(b_id, lab, "b", [b2_id], [])
+        for c in (a_config, b_config):
+            assert c.blob_store is not None
+            closing.callback(c.blob_store.close)
+        async with open_node(b_config) as b_node, \
+                open_messenger(b_node, lab.public_key, orgs=[clinic.public_key]) as bm, \
+                open_node(a_config) as a_node, \
+                open_messenger(a_node, clinic.public_key, orgs=[lab.public_key]) as am, \
+                trio.open_nursery() as nursery:
+            with trio.fail_after(20):
+                await am.wait_certified([b_id.public_key, b2_id.public_key])
+                await bm.wait_certified([a_id.public_key])
+                await am.create_room_from(room, name="Station 3")
+                while not any(r.topic == room.topic for r in bm.rooms()):
+                    await b_node.wait_for_entries(room.topic,
+                                                  len(b_node.read(room.topic)) + 1)
+            a_api: ApiServer = await nursery.start(serve_api, am, api_config)
+            b_api: ApiServer = await nursery.start(serve_api, bm, api_config)
+            yield Pair(Device("a", a_id, clinic, am, a_api),
+                       Device("b", b_id, lab, bm, b_api), room.topic, b2_id.public_key,
+                       uploads)
+            nursery.cancel_scope.cancel()

@@ -163,13 +163,116 @@ async def test_unknown_room_device_and_path_are_404() -> None:
         assert r.status_code == 405
 
 
-async def test_not_permitted_is_403_and_attachments_501() -> None:
+async def test_not_permitted_is_403() -> None:
     async with device_pair() as p, client(p.b) as c:
         # B is a plain member: may not add members
         r = await c.post(f"/v1/rooms/{p.room.hex()}/members", json={"device": p.b2.hex()})
         assert r.status_code == 403 and "not permitted" in r.json()["error"]
-        r = await c.post(f"/v1/rooms/{p.room.hex()}/attachments", content=b"file")
-        assert r.status_code == 501 and "attachment" in r.json()["error"]
+
+
+# -- attachments ----------------------------------------------------------------------
+
+async def test_file_uploaded_on_a_downloads_byte_identical_on_b() -> None:
+    data = os.urandom(300_000) + "Befund Müller".encode()  # > one 256 KiB chunk
+    async with device_pair() as p, client(p.a) as a, client(p.b) as b:
+        r = await a.post(f"/v1/rooms/{p.room.hex()}/attachments", content=data,
+                         params={"kind": "document", "name": "befund müller.pdf",
+                                 "caption": "Laborbefund"},
+                         headers={"Content-Type": "application/pdf"})
+        assert r.status_code == 201, r.text
+        sent = r.json()
+        assert sent["size"] == len(data) and len(sent["content_hash"]) == 64
+        m = await wait_message(b, p.room, lambda m: m["id"] == sent["id"])
+        assert m["kind"] == "document"
+        assert m["content"] == {"content_hash": sent["content_hash"], "size": len(data),
+                                "mime": "application/pdf", "name": "befund müller.pdf",
+                                "caption": "Laborbefund"}
+        url = f"/v1/rooms/{p.room.hex()}/messages/{sent['id']}/attachment"
+        assert p.b.messenger.node.blob_store is not None
+        assert not p.b.messenger.node.blob_store.roots()  # B holds nothing yet
+        r = await b.get(url, params={"wait": 0})
+        assert r.status_code == 409 and "not fetched" in r.json()["error"]
+        r = await b.get(url, params={"wait": 10})  # fetches from A, then streams
+        assert r.status_code == 200, r.text
+        assert r.content == data
+        assert r.headers["content-type"] == "application/pdf"
+        assert r.headers["content-length"] == str(len(data))
+        disposition = r.headers["content-disposition"]
+        assert disposition.startswith("attachment;") and "bef" in disposition
+        assert "befund%20m%C3%BCller.pdf" in disposition
+        # now stored on B: wait=0 serves it without asking A
+        r = await b.get(url, params={"wait": 0})
+        assert r.status_code == 200 and r.content == data
+        # the sender can read its own file back
+        r = await a.get(url)
+        assert r.status_code == 200 and r.content == data
+        assert not list(p.uploads.iterdir())
+
+
+async def test_attachment_bad_inputs_are_4xx() -> None:
+    async with device_pair() as p, client(p.a) as a:
+        up = f"/v1/rooms/{p.room.hex()}/attachments"
+        for params, body, status, fragment in (
+            ({"kind": "spreadsheet"}, b"x", 400, "kind"),
+            ({"mime": "not a type"}, b"x", 400, "mime"),
+            ({"name": "../etc/passwd"}, b"x", 400, "name"),
+            ({"name": "n" * 300}, b"x", 400, "name"),
+            ({"colour": "red"}, b"x", 400, "unknown query parameter"),
+            ({}, b"", 400, "empty"),
+            ({}, b"x" * ((1 << 20) + 1), 413, "max_upload"),
+        ):
+            r = await a.post(up, params=params, content=body)
+            assert r.status_code == status, (params, r.text)
+            assert fragment in r.json()["error"]
+        # a body without Content-Length, streamed past the limit
+        async def chunks() -> Any:
+            for _ in range(20):
+                yield b"y" * 65536
+        # The server answers 413 as soon as the limit is passed and stops reading; a
+        # client still writing may see the connection closed instead of the answer.
+        try:
+            r = await a.post(up, content=chunks())
+        except (httpx.RemoteProtocolError, httpx.WriteError):
+            pass
+        else:
+            assert r.status_code == 413
+        r = await a.post(f"/v1/rooms/{'cd' * 32}/attachments", content=b"x")
+        assert r.status_code == 404
+        assert p.a.messenger.node.blob_store is not None
+        assert not p.a.messenger.node.blob_store.roots()  # nothing refused was stored
+        assert not list(p.uploads.iterdir())  # no temporary upload file left behind
+        text = await a.post(f"/v1/rooms/{p.room.hex()}/messages",
+                            json={"kind": "text", "text": "kein Anhang"})
+        msg = text.json()["id"]
+        base = f"/v1/rooms/{p.room.hex()}/messages"
+        for path, params, status in (
+            (f"{base}/{msg}/attachment", {}, 404),          # a text, not a file
+            (f"{base}/{'ef' * 32}/attachment", {}, 404),    # unknown message
+            (f"{base}/zz/attachment", {}, 400),
+            (f"{base}/{msg}/attachment", {"wait": "-1"}, 400),
+            (f"{base}/{msg}/attachment", {"wait": "nan"}, 400),
+            (f"{base}/{msg}/attachment", {"wait": "301"}, 400),
+            (f"/v1/rooms/{'cd' * 32}/messages/{msg}/attachment", {}, 404),
+        ):
+            r = await a.get(path, params=params)
+            assert r.status_code == status, (path, params, r.text)
+            assert r.json()["error"]
+
+
+async def test_download_of_a_file_no_peer_serves_is_409() -> None:
+    """B's message names a blob nobody holds (A deleted its copy): 409, not a hang."""
+    async with device_pair() as p, client(p.a) as a, client(p.b) as b:
+        r = await a.post(f"/v1/rooms/{p.room.hex()}/attachments", content="Röntgenbild".encode(),
+                         params={"kind": "image", "mime": "image/png"})
+        assert r.status_code == 201
+        sent = r.json()
+        await wait_message(b, p.room, lambda m: m["id"] == sent["id"])
+        store = p.a.messenger.node.blob_store
+        assert store is not None
+        store.delete_blob(bytes.fromhex(sent["content_hash"]))
+        r = await b.get(f"/v1/rooms/{p.room.hex()}/messages/{sent['id']}/attachment",
+                        params={"wait": 10})
+        assert r.status_code == 409 and "not available" in r.json()["error"]
 
 
 # -- happy paths, end to end ----------------------------------------------------------

@@ -25,8 +25,10 @@ from p2pmsg.api.requests import (
     parse_member,
     parse_revoke,
     parse_send,
+    parse_upload,
+    parse_wait,
 )
-from p2pmsg.messaging import FhirCommunication, Reaction, Reply, RoomKind, RoomRole, Text
+from p2pmsg.messaging import FhirCommunication, Kind, Reaction, Reply, RoomKind, RoomRole, Text
 
 HEX = "ab" * 32
 PARSERS = [parse_send, parse_create_room, parse_member, parse_revoke]
@@ -133,3 +135,40 @@ def test_send_variants_are_total(kind: str, fields: dict[str, Any]) -> None:
         parse_send({"kind": kind, **fields})
     except ApiError as exc:
         assert exc.status in (400, 413)
+
+
+def test_upload_query_defaults_and_labels() -> None:
+    req = parse_upload({}, None)
+    assert (req.kind, req.mime, req.name, req.caption) == (Kind.DOCUMENT,
+                                                           "application/octet-stream", "", "")
+    req = parse_upload({"kind": "image", "name": "röntgen.png", "caption": "li. Hand"},
+                       "Image/PNG; charset=binary")
+    assert (req.kind, req.mime, req.name, req.caption) == (Kind.IMAGE, "image/png",
+                                                           "röntgen.png", "li. Hand")
+    assert parse_upload({"mime": "application/pdf"}, "text/plain").mime == "application/pdf"
+    for query, fragment in (({"kind": "fhir"}, "kind"), ({"mime": "pdf"}, "mime"),
+                            ({"mime": "a/b c"}, "mime"), ({"name": "a/b"}, "name"),
+                            ({"name": ".."}, "name"), ({"x": "1"}, "unknown")):
+        with pytest.raises(ApiError, match=fragment) as info:
+            parse_upload(query, None)
+        assert info.value.status == 400
+
+
+def test_wait_bounds() -> None:
+    assert parse_wait(None) == 30.0
+    assert parse_wait("0") == 0.0 and parse_wait("2.5") == 2.5 and parse_wait("300") == 300
+    for bad in ("-1", "301", "nan", "inf", "", "x", "1" * 13):
+        with pytest.raises(ApiError, match="wait"):
+            parse_wait(bad)
+
+
+@given(st.dictionaries(st.sampled_from(["kind", "mime", "name", "caption"])
+                       | st.text(max_size=6), st.text(max_size=300), max_size=5),
+       st.none() | st.text(max_size=80), st.none() | st.text(max_size=20))
+def test_upload_and_wait_parsers_are_total(query: dict[str, str], content_type: str | None,
+                                           wait: str | None) -> None:
+    for call in (lambda: parse_upload(query, content_type), lambda: parse_wait(wait)):
+        try:
+            call()
+        except ApiError as exc:
+            assert 400 <= exc.status < 500

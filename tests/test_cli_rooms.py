@@ -3,12 +3,14 @@
 Two ``p2pmsg run`` processes on loopback TCP, each with ``[api] enabled`` on a
 free port, in two organisations (``org init`` twice, ``node init`` twice), static peers
 both ways, ``[policy] allow_all = true`` and each other's organisation in
-``[api] orgs``. A creates a room with B's device, sends a text; B's ``read``
-shows it. Everything goes through the CLI and the daemons' local APIs.
+``[api] orgs``. A creates a room with B's device, sends a text and a file; B's
+``read`` shows both and ``download`` gets the file byte-identical. Everything goes
+through the CLI and the daemons' local APIs.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import stat
 import time
@@ -126,6 +128,27 @@ def test_room_created_on_a_and_text_read_on_b(tmp_path: Path) -> None:
         assert device(cfg_a)[:8] in out
         rooms_b = cli("rooms", "-c", cfg_b)
         assert room in rooms_b.stdout
+        # a file: sent on A, listed by read on B with its id, downloaded on B
+        report = tmp_path / "befund.pdf"
+        data = os.urandom(5000) + b"%PDF lab report"
+        report.write_bytes(data)
+        sent = cli("send", room, "-c", cfg_a, "--file", report, "--caption", "Laborwerte")
+        assert sent.returncode == 0 and sent.stdout.startswith("sent "), sent.stderr
+        file_id = sent.stdout.split()[1]
+        out = retry(["read", room, "-c", cfg_b], "[document befund.pdf 5.0 kB]",
+                    "the file message on B")
+        line = next(x for x in out.splitlines() if "[document" in x)
+        assert line.endswith(f"(id {file_id})") and "Laborwerte" in line
+        got = tmp_path / "got" / "befund.pdf"
+        got.parent.mkdir()
+        downloaded = cli("download", room, file_id, "-c", cfg_b, "--out", got)
+        assert downloaded.returncode == 0, downloaded.stderr
+        assert got.read_bytes() == data and "5.0 kB" in downloaded.stdout
+        assert not (got.parent / "befund.pdf.part").exists()
+        one_line_error(cli("download", room, "ef" * 32, "-c", cfg_b, "--out", got), 1,
+                       "HTTP 404", "unknown message")
+        one_line_error(cli("send", room, "-c", cfg_a, "--file", tmp_path / "missing"), 1,
+                       "--file")
         for d in (a, b):
             log = d.log.read_text()
             assert text not in log and "handover at" not in log  # no content in logs

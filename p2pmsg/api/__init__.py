@@ -5,7 +5,8 @@ an :class:`ApiServer` (URL and bearer token). docs/http-api.md explains auth,
 endpoints, server-sent events and errors; docs/openapi.json is the contract
 (:mod:`.openapi` builds it). Modules: :mod:`.config`, :mod:`.token` (bearer token),
 :mod:`.schema` and :mod:`.requests` (validation, pure), :mod:`.views` (JSON
-answers, pure), :mod:`.events` (live feed and SSE), :mod:`.app` (routes),
+answers, pure), :mod:`.events` (live feed and SSE), :mod:`.attachments` (streamed
+file upload and download), :mod:`.app` (routes),
 :mod:`.server` (hypercorn on trio).
 """
 

@@ -16,6 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -25,9 +26,11 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..blobs import FileTooLargeError, QuotaExceededError
 from ..errors import LocalProtocolError, ValidationError
-from ..messaging import NotPermitted, control_topic
+from ..messaging import Attachment, NotPermitted, control_topic
 from ..messenger import Messenger, UnknownDevice, UnknownRoom
+from .attachments import decrypted_chunks, ensure_local, receive_to_temp
 from .errors import ApiError
 from .events import LiveFeed, sse_stream
 from .openapi import API_VERSION, document
@@ -42,6 +45,8 @@ from .requests import (
     parse_member,
     parse_revoke,
     parse_send,
+    parse_upload,
+    parse_wait,
 )
 from .token import check_bearer
 from .views import device_view, message_view, room_view
@@ -105,6 +110,10 @@ def _error_response(exc: Exception) -> JSONResponse:
     """Library errors -> HTTP. Messages of p2pmsg errors never hold content."""
     if isinstance(exc, ApiError):
         return _error(exc.status, exc.message)
+    if isinstance(exc, FileTooLargeError):
+        return _error(413, f"file larger than the blob store's limit ({exc.limit} bytes)")
+    if isinstance(exc, QuotaExceededError):
+        return _error(507, f"attachment storage quota of this {exc.scope} exceeded")
     if isinstance(exc, UnknownRoom):
         return _error(404, "unknown room")
     if isinstance(exc, UnknownDevice):
@@ -126,7 +135,7 @@ def _route(path: str, handler: Handler, methods: list[str]) -> Route:
         try:
             response = await handler(request)
         except (ApiError, UnknownRoom, UnknownDevice, NotPermitted, ValidationError,
-                LocalProtocolError) as exc:
+                LocalProtocolError, QuotaExceededError) as exc:
             response = _error_response(exc)
         except Exception as exc:
             log.error("API %s %s failed: %s", request.method, path, type(exc).__name__)
@@ -140,12 +149,14 @@ def _route(path: str, handler: Handler, methods: list[str]) -> Route:
 class _Api:
     """The handlers, bound to one messenger and feed."""
 
-    def __init__(self, messenger: Messenger, feed: LiveFeed, max_body: int,
-                 keepalive: float) -> None:
+    def __init__(self, messenger: Messenger, feed: LiveFeed, *, max_body: int,
+                 keepalive: float, max_upload: int, upload_dir: Path | None) -> None:
         self.m = messenger
         self.feed = feed
         self.max_body = max_body
         self.keepalive = keepalive
+        self.max_upload = max_upload
+        self.upload_dir = upload_dir
 
     async def _body(self, request: Request) -> Any:
         declared = request.headers.get("content-length")
@@ -284,10 +295,47 @@ class _Api:
         log.info("API revoked a device of this organisation")
         return _json(201, {"id": entry.hex()})
 
-    async def not_implemented(self, request: Request) -> Response:
-        return _error(501, "attachments are not available through the API yet: the "
-                           "attachment layer (p2pmsg.blobs) is not wired into the "
-                           "messenger (docs/http-api.md)")
+    async def upload(self, request: Request) -> Response:
+        topic = self._room_id(request)
+        req = parse_upload(request.query_params, request.headers.get("content-type"))
+        self.m.room(topic)  # 404 before the body is read
+        if self.m.node.blob_store is None:
+            raise ApiError(503, "this node has no blob store (NodeConfig.blob_store): "
+                                "attachments are unavailable")
+        path = await receive_to_temp(request, self.max_upload, self.upload_dir)
+        try:
+            sent = await self.m.send_file(topic, path, kind=req.kind, mime=req.mime,
+                                          name=req.name, caption=req.caption)
+        finally:
+            path.unlink(missing_ok=True)
+        content = next((m.content for m in reversed(self.m.messages(topic))
+                        if m.id == sent), None)
+        if not isinstance(content, Attachment):  # pragma: no cover - just sent it
+            raise ApiError(500, "the sent attachment is not in the timeline")
+        d = content.descriptor
+        log.info("API sent an attachment of %d bytes", d.size)
+        return _json(201, {"id": sent.hex(), "content_hash": d.content_hash.hex(),
+                           "size": d.size})
+
+    async def download(self, request: Request) -> Response:
+        topic = self._room_id(request)
+        msg_id = parse_hex(request.path_params["message"], "message")
+        wait = parse_wait(request.query_params.get("wait"))
+        message = next((m for m in self.m.messages(topic) if m.id == msg_id), None)
+        if message is None:
+            raise ApiError(404, "unknown message in this room")
+        content = message.content
+        if not isinstance(content, Attachment):
+            raise ApiError(404, "that message carries no attachment (or it was redacted "
+                                "or cannot be decrypted)")
+        d = content.descriptor
+        manifest = await ensure_local(self.m.node, d, topic, self.m.org, wait)
+        return StreamingResponse(
+            decrypted_chunks(self.m.node, manifest, d.file_key),
+            media_type=d.mime or "application/octet-stream",
+            headers={"cache-control": "no-store", "content-length": str(d.size),
+                     "content-disposition": _disposition(d.name),
+                     "content-security-policy": "sandbox"})
 
     async def events(self, request: Request) -> Response:
         room_text = request.query_params.get("room")
@@ -304,6 +352,16 @@ class _Api:
         return _json(200, document())
 
 
+def _disposition(name: str) -> str:
+    """``attachment`` (never rendered inline in the API's origin) with the name
+    percent-encoded (RFC 6266 ``filename*``) and an ASCII fallback."""
+    if not name:
+        return "attachment"
+    fallback = "".join(c if c.isascii() and c.isprintable() and c not in '"\\;'
+                       else "_" for c in name)
+    return f'attachment; filename="{fallback}"; filename*=UTF-8\'\'{quote(name, safe="")}'
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     message = {404: "no such path", 405: "method not allowed"}.get(exc.status_code,
@@ -312,10 +370,12 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 def build_app(messenger: Messenger, feed: LiveFeed, token: str, *, max_body: int = 2 << 20,
-              keepalive: float = 15.0, static_dir: Path | None = None) -> ASGIApp:
+              keepalive: float = 15.0, static_dir: Path | None = None,
+              max_upload: int = 512 << 20, upload_dir: Path | None = None) -> ASGIApp:
     """The API as an ASGI app (auth included). ``feed`` must be running
     (``nursery.start(feed.run)``) for ``/v1/events`` to deliver anything."""
-    api = _Api(messenger, feed, max_body, keepalive)
+    api = _Api(messenger, feed, max_body=max_body, keepalive=keepalive,
+               max_upload=max_upload, upload_dir=upload_dir)
     routes: list[Route | Mount] = [
         _route("/v1/status", api.status, ["GET"]),
         _route("/v1/orgs", api.orgs, ["GET"]),
@@ -329,8 +389,8 @@ def build_app(messenger: Messenger, feed: LiveFeed, token: str, *, max_body: int
         _route("/v1/rooms/{room}/messages", api.list_messages, ["GET"]),
         _route("/v1/rooms/{room}/messages", api.send_message, ["POST"]),
         _route("/v1/rooms/{room}/rekey", api.rekey, ["POST"]),
-        _route("/v1/rooms/{room}/attachments", api.not_implemented, ["POST"]),
-        _route("/v1/attachments/{hash}", api.not_implemented, ["GET"]),
+        _route("/v1/rooms/{room}/attachments", api.upload, ["POST"]),
+        _route("/v1/rooms/{room}/messages/{message}/attachment", api.download, ["GET"]),
         _route("/v1/events", api.events, ["GET"]),
         _route("/v1/admin/revocations", api.revoke, ["POST"]),
         _route("/v1/openapi.json", api.openapi, ["GET"]),

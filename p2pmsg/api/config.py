@@ -31,6 +31,12 @@ class ApiConfig:
     """Serve these files at ``/`` without auth (e.g. examples/ward-chat)."""
     max_body: int = 2 * 1024 * 1024
     """Bytes of a request body (a FHIR resource may be up to 512 Ki characters)."""
+    max_upload: int = 512 * 1024 * 1024
+    """Bytes of one uploaded attachment (streamed to a temporary file, not held in
+    memory); the node's blob store has its own per-file limit too."""
+    upload_dir: Path | None = None
+    """Where uploads are buffered before encryption (None: the system temp dir).
+    The temporary file is mode 0600 and deleted as soon as it is encrypted."""
     event_buffer: int = 1024
     """Events kept for Last-Event-ID resumption."""
     keepalive: float = 15.0
@@ -46,5 +52,7 @@ class ApiConfig:
             raise ValueError(f"ApiConfig.host must be a loopback address, not {self.host!r}")
         if not 0 <= self.port <= 65535:
             raise ValueError("ApiConfig.port must be 0..65535")
+        if self.max_upload < 1:
+            raise ValueError("ApiConfig: max_upload >= 1")
         if self.max_body < 1024 or self.event_buffer < 1 or self.keepalive <= 0:
             raise ValueError("ApiConfig: max_body >= 1024, event_buffer >= 1, keepalive > 0")

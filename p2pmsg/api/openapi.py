@@ -186,6 +186,12 @@ SCHEMAS: dict[str, Schema] = {
     }),
     "Org": _obj({"id": _ref("Id"), "devices": {"type": "array", "items": _ref("Device")}}),
     "OrgList": _obj({"orgs": {"type": "array", "items": _ref("Org")}}),
+    "Uploaded": _obj({
+        "id": _ref("Id"),
+        "content_hash": _ref("Id"),
+        "size": _COUNT,
+    }, description="the attachment message's id, the blob's content hash and the "
+                   "file's size in bytes"),
     "Revoke": _obj({"device": _ref("Id"), "reason": _str(MAX_LABEL)}, required=["device"]),
 }
 
@@ -209,23 +215,36 @@ _ERRORS = {
     "409": "the operation conflicts with the room's state",
     "413": "request body too large",
     "415": "body is not application/json",
-    "501": "not implemented yet",
+    "502": "the file peers sent does not match the message",
+    "503": "this node has no blob store (attachments unavailable)",
+    "507": "the organisation's or room's attachment quota is used up",
 }
+_UPLOAD_ERR = {"409": "the room's state refuses the message",
+               "413": "file larger than max_upload or the blob store's limit"}
+_DOWNLOAD_ERR = {"404": "unknown room or message, or the message carries no "
+                        "attachment",
+                 "409": "the file is not stored here yet and could not be fetched "
+                        "within `wait` seconds (fetched chunks are kept: retry)"}
 
 
 def _op(op_id: str, summary: str, ok: tuple[str, str, str | None], *, errors: str = "",
         body: str | None = None, params: list[Schema] | None = None,
-        content_type: str = "application/json") -> Schema:
+        content_type: str = "application/json", raw_body: str | None = None,
+        error_text: dict[str, str] | None = None) -> Schema:
     code, desc, name = ok
     responses = dict([_resp(code, desc, name)])
     if content_type != "application/json":
         responses[code] = {"description": desc, "content": {content_type: {
             "schema": {"type": "string"}}}}
     for c in ["401", *errors.split()]:
-        responses[c] = {"description": _ERRORS[c], **_json("Error")}
+        text = (error_text or {}).get(c, _ERRORS[c])
+        responses[c] = {"description": text, **_json("Error")}
     op: Schema = {"operationId": op_id, "summary": summary, "responses": responses}
     if body is not None:
         op["requestBody"] = {"required": True, **_json(body)}
+    if raw_body is not None:
+        op["requestBody"] = {"required": True, "description": raw_body, "content": {
+            "*/*": {"schema": {"type": "string", "format": "binary"}}}}
     if params:
         op["parameters"] = params
     return op
@@ -299,13 +318,36 @@ def document() -> Schema:
                         ("201", "the epoch entry", "EntryRef"), errors="400 403 404 409",
                         params=[_ROOM])},
         "/v1/rooms/{room}/attachments": {
-            "post": _op("uploadAttachment", "Not implemented: the attachment layer is not "
-                        "wired into the messenger yet", ("201", "never returned", None),
-                        errors="501", params=[_ROOM])},
-        "/v1/attachments/{hash}": {
-            "get": _op("downloadAttachment", "Not implemented: see uploadAttachment",
-                       ("200", "never returned", None), errors="501",
-                       params=[_path_param("hash", "content hash, 64 hex digits")])},
+            "post": _op("uploadAttachment", "Send a file as a voice, image, document or "
+                        "video message: the request body is the file's bytes",
+                        ("201", "sent", "Uploaded"), errors="400 403 404 409 413 503 507",
+                        error_text=_UPLOAD_ERR,
+                        raw_body="the file itself (any Content-Type; it is the default "
+                                 "`mime`), at most ApiConfig.max_upload bytes, streamed "
+                                 "to a temporary file, encrypted, then deleted",
+                        params=[_ROOM,
+                                _query("kind", {"type": "string", "enum": [
+                                    "voice", "image", "document", "video"],
+                                    "default": "document"}, "attachment kind"),
+                                _query("mime", {"type": "string", "maxLength": MAX_LABEL},
+                                       "media type (default: the Content-Type header)"),
+                                _query("name", _str(MAX_LABEL), "file name shown to "
+                                       "members (no path separators)"),
+                                _query("caption", _str(MAX_TEXT), "caption text")])},
+        "/v1/rooms/{room}/messages/{message}/attachment": {
+            "get": _op("downloadAttachment", "The decrypted file of an attachment message, "
+                       "streamed; fetched from connected peers first if not stored here "
+                       "(for at most `wait` seconds)",
+                       ("200", "the file (Content-Type: its mime; Content-Disposition: "
+                        "attachment with its name)", None),
+                       errors="400 404 409 502 503", error_text=_DOWNLOAD_ERR,
+                       content_type="application/octet-stream",
+                       params=[_ROOM, _path_param("message", "the message id, 64 hex "
+                                                  "digits"),
+                               _query("wait", {"type": "number", "minimum": 0,
+                                               "maximum": 300, "default": 30},
+                                      "seconds to fetch a file not stored here yet; 0 = "
+                                      "answer 409 at once")])},
         "/v1/events": {
             "get": _op("events", "Server-sent events: `message` events whose data is an "
                        "Event; `id` lines allow resuming with the Last-Event-ID header; "

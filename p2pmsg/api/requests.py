@@ -18,6 +18,7 @@ from ..messaging import (
     Content,
     Edit,
     FhirCommunication,
+    Kind,
     MemberSpec,
     Reaction,
     Redaction,
@@ -26,7 +27,7 @@ from ..messaging import (
     RoomRole,
     Text,
 )
-from ..messaging.content import MAX_FHIR_JSON
+from ..messaging.content import MAX_FHIR_JSON, MAX_LABEL, MAX_TEXT
 from .errors import ApiError
 from .openapi import MAX_PAGE, SCHEMAS
 from .schema import check
@@ -36,6 +37,7 @@ __all__ = [
     "MemberRequest",
     "ReadRequest",
     "RevokeRequest",
+    "UploadRequest",
     "decode_json",
     "parse_change_role",
     "parse_create_room",
@@ -45,6 +47,8 @@ __all__ = [
     "parse_member",
     "parse_revoke",
     "parse_send",
+    "parse_upload",
+    "parse_wait",
 ]
 
 _HEX_CHARS = frozenset("0123456789abcdefABCDEF")
@@ -82,6 +86,24 @@ class ReadRequest:
 class RevokeRequest:
     device: bytes
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class UploadRequest:
+    """POST /v1/rooms/{room}/attachments: how to label the file in the body."""
+
+    kind: Kind
+    mime: str
+    name: str
+    caption: str
+
+
+ATTACHMENT_KINDS = {"voice": Kind.VOICE, "image": Kind.IMAGE, "document": Kind.DOCUMENT,
+                    "video": Kind.VIDEO}
+MAX_WAIT = 300.0
+"""Seconds a download may wait for a fetch."""
+_MIME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+                        "!#$&^_.+-")
 
 
 def _reject_constant(name: str) -> Any:
@@ -202,3 +224,47 @@ def parse_event_id(text: str | None) -> int | None:
         raise ApiError(400, "Last-Event-ID: expected a decimal event id")
     return int(text)
 
+
+
+def _mime(text: str) -> str:
+    main, sep, sub = text.partition("/")
+    if (not sep or not main or not sub or len(text) > MAX_LABEL
+            or not set(main + sub) <= _MIME_CHARS):
+        raise ApiError(400, "mime: expected a media type such as application/pdf")
+    return text.lower()
+
+
+def parse_upload(query: Mapping[str, str], content_type: str | None) -> UploadRequest:
+    """The query of POST /v1/rooms/{room}/attachments: ``kind`` (voice, image,
+    document (default), video), ``mime`` (default: the Content-Type header, else
+    application/octet-stream), ``name`` and ``caption`` (optional labels)."""
+    unknown = sorted(set(query) - {"kind", "mime", "name", "caption"})
+    if unknown:
+        raise ApiError(400, f"unknown query parameter {unknown[0][:40]!r}")
+    kind_text = query.get("kind", "document")
+    if kind_text not in ATTACHMENT_KINDS:
+        raise ApiError(400, "kind: expected voice, image, document or video")
+    mime_text = query.get("mime")
+    if mime_text is None:
+        header = (content_type or "").split(";", 1)[0].strip()
+        mime_text = header or "application/octet-stream"
+    name = query.get("name", "")
+    caption = query.get("caption", "")
+    if len(name) > MAX_LABEL or any(c in name for c in "/\\\0") or name in (".", ".."):
+        raise ApiError(400, f"name: at most {MAX_LABEL} characters, no path separators")
+    if len(caption) > MAX_TEXT:
+        raise ApiError(400, f"caption: at most {MAX_TEXT} characters")
+    return UploadRequest(ATTACHMENT_KINDS[kind_text], _mime(mime_text), name, caption)
+
+
+def parse_wait(text: str | None, default: float = 30.0) -> float:
+    """The ``wait`` query parameter of a download: seconds 0..MAX_WAIT."""
+    if text is None:
+        return default
+    try:
+        value = float(text) if len(text) <= 12 else -1.0
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= MAX_WAIT:  # also refuses nan
+        raise ApiError(400, f"wait: expected seconds 0..{MAX_WAIT:g}")
+    return value

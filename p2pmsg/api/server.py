@@ -62,7 +62,8 @@ async def serve_api(messenger: Messenger, config: ApiConfig, *,
     token = _token(config)
     feed = LiveFeed(messenger, config.event_buffer)
     app = build_app(messenger, feed, token, max_body=config.max_body,
-                    keepalive=config.keepalive, static_dir=config.static_dir)
+                    keepalive=config.keepalive, static_dir=config.static_dir,
+                    max_upload=config.max_upload, upload_dir=config.upload_dir)
     hc = HypercornConfig()
     host = f"[{config.host}]" if ":" in config.host else config.host
     hc.bind = [f"{host}:{config.port}"]

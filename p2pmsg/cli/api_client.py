@@ -15,7 +15,7 @@ import http.client
 import json
 import urllib.parse
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 from ..daemon.config import DaemonConfig
 from ..daemon.state import is_locked, read_status
@@ -24,6 +24,8 @@ from ..errors import P2PMsgError
 __all__ = ["ApiClient", "ApiRequestError", "DaemonUnavailable", "locate_api"]
 
 _TIMEOUT = 30.0
+_FILE_TIMEOUT = 330.0
+"""Uploads and downloads: the daemon may wait up to 300 s for peers (``wait``)."""
 
 
 class DaemonUnavailable(P2PMsgError):
@@ -58,30 +60,92 @@ class ApiClient:
             DaemonUnavailable: connection refused/reset or timed out.
             ApiRequestError: a 4xx/5xx answer (message from the API's ``error``).
         """
-        headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
+        headers = {"Accept": "application/json"}
         data = None
         if body is not None:
             data = json.dumps(body).encode("utf-8")
             headers["Content-Type"] = "application/json"
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=_TIMEOUT)
+        conn, response = self._open(method, path, data, headers, _TIMEOUT)
         try:
-            conn.request(method, path, body=data, headers=headers)
-            response = conn.getresponse()
-            raw = response.read()
-        except (OSError, http.client.HTTPException) as exc:
-            reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-            raise DaemonUnavailable(
-                f"cannot reach the local API at {self.url}: {reason} "
-                "(is the daemon still starting, or was it stopped?)") from None
+            raw = self._read(response, method, path)
         finally:
             conn.close()
+        return self._answer(response, raw, method, path)
+
+    def upload(self, path: str, file: BinaryIO, size: int, content_type: str) -> Any:
+        """POST a file as the raw body, streamed from ``file`` (``size`` bytes);
+        returns the decoded JSON answer. Raises like :meth:`call`."""
+        headers = {"Accept": "application/json", "Content-Type": content_type,
+                   "Content-Length": str(size)}
+        conn, response = self._open("POST", path, file, headers, _FILE_TIMEOUT)
+        try:
+            raw = self._read(response, "POST", path)
+        finally:
+            conn.close()
+        return self._answer(response, raw, "POST", path)
+
+    def download(self, path: str, dest: BinaryIO) -> int:
+        """GET ``path`` and stream a 200 answer's body into ``dest``; returns the bytes
+        written. Raises like :meth:`call`, and :class:`DaemonUnavailable` if the
+        body ends before its Content-Length."""
+        conn, response = self._open("GET", path, None, {}, _FILE_TIMEOUT)
+        try:
+            if response.status >= 400:
+                self._answer(response, self._read(response, "GET", path), "GET", path)
+            written = 0
+            while True:
+                try:
+                    piece = response.read(64 * 1024)
+                except (OSError, http.client.HTTPException) as exc:
+                    raise DaemonUnavailable(f"the download from {self.url} broke off: "
+                                            f"{type(exc).__name__}") from None
+                if not piece:
+                    break
+                dest.write(piece)
+                written += len(piece)
+        finally:
+            conn.close()
+        expected = response.getheader("content-length")
+        if expected is not None and expected.isdigit() and int(expected) != written:
+            raise DaemonUnavailable(f"the download ended after {written} of {expected} "
+                                    "bytes; retry")
+        return written
+
+    def _unreachable(self, exc: Exception) -> DaemonUnavailable:
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        return DaemonUnavailable(
+            f"cannot reach the local API at {self.url}: {reason} "
+            "(is the daemon still starting, or was it stopped?)")
+
+    def _open(self, method: str, path: str, body: bytes | BinaryIO | None,
+              headers: dict[str, str], timeout: float
+              ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        try:
+            conn.request(method, path, body=body,
+                         headers={"Authorization": f"Bearer {self.token}", **headers})
+            return conn, conn.getresponse()
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            raise self._unreachable(exc) from None
+
+    def _read(self, response: http.client.HTTPResponse, method: str, path: str) -> bytes:
+        try:
+            return response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            raise self._unreachable(exc) from None
+
+    @staticmethod
+    def _answer(response: http.client.HTTPResponse, raw: bytes, method: str,
+                path: str) -> Any:
         try:
             answer = json.loads(raw) if raw else None
         except ValueError:
             answer = None
         if response.status >= 400:
             message = answer.get("error") if isinstance(answer, dict) else None
-            raise ApiRequestError(response.status, f"the daemon refused {method} {path}: "
+            shown = path.split("?", 1)[0]
+            raise ApiRequestError(response.status, f"the daemon refused {method} {shown}: "
                                   f"{message or response.reason} (HTTP {response.status})")
         return answer
 

@@ -22,7 +22,7 @@ from .exitcodes import exit_code_for
 from .governance_cmds import add_governance_commands
 from .init_cmds import cmd_node_init, cmd_org_init
 from .node_cmds import cmd_peers, cmd_run, cmd_status
-from .room_cmds import cmd_read, cmd_rooms, cmd_rooms_create, cmd_send
+from .room_cmds import cmd_download, cmd_read, cmd_rooms, cmd_rooms_create, cmd_send
 from .store_cmds import cmd_append, cmd_backup, cmd_log, cmd_topics, cmd_verify
 
 __all__ = ["build_parser", "main"]
@@ -33,7 +33,7 @@ every field can be overridden by P2PMSG_<SECTION>_<FIELD>. See docs/operations.m
 Exit codes: 0 ok, 1 other error (e.g. the API refused a request), 2 usage,
 3 config, 4 key/certificate, 5 store, 6 network, 7 node running, 8 verification
 failed, 10 daemon not running / API disabled or unreachable, 11 OS error.
-rooms, send and read talk to the running daemon's local API ([api] enabled = true)."""
+rooms, send, read and download talk to the running daemon's local API ([api] enabled = true)."""
 
 
 def _config_parent(*, suppress: bool = False) -> argparse.ArgumentParser:
@@ -68,10 +68,28 @@ def _add_room_commands(sub: Any, cfg: argparse.ArgumentParser) -> None:
     c.add_argument("--name", default="", help="a local label for the room (not replicated)")
     c.add_argument("--direct", action="store_true", help="a direct (1:1) room")
     c.set_defaults(handler=cmd_rooms_create)
-    p = sub.add_parser("send", parents=[cfg], help="send a text to a room (via the daemon)")
+    p = sub.add_parser("send", parents=[cfg],
+                       help="send a text or a file to a room (via the daemon)")
     p.add_argument("room", metavar="ROOM", help="room id (64 hex digits) or its local name")
-    p.add_argument("--text", required=True, help="the message text")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--text", help="the message text")
+    what.add_argument("--file", metavar="PATH", help="send this file as an attachment")
+    p.add_argument("--kind", choices=["voice", "image", "document", "video"],
+                   default="document", help="attachment kind for --file (default document)")
+    p.add_argument("--mime", default=None,
+                   help="media type for --file (default: guessed from the file name)")
+    p.add_argument("--caption", default="", help="caption for --file")
     p.set_defaults(handler=cmd_send, needs_config=True)
+    p = sub.add_parser("download", parents=[cfg],
+                       help="save a message's attachment (via the daemon; fetched from "
+                            "peers if needed)")
+    p.add_argument("room", metavar="ROOM", help="room id (64 hex digits) or its local name")
+    p.add_argument("message", metavar="MESSAGE_ID", help="the message id ('p2pmsg read')")
+    p.add_argument("--out", required=True, metavar="PATH", help="write the file here")
+    p.add_argument("--wait", type=float, default=60.0,
+                   help="seconds the daemon may spend fetching it from peers (0..300, "
+                        "default 60)")
+    p.set_defaults(handler=cmd_download, needs_config=True)
     p = sub.add_parser("read", parents=[cfg],
                        help="print a room's decrypted messages (via the daemon)")
     p.add_argument("room", metavar="ROOM", help="room id (64 hex digits) or its local name")

@@ -1,22 +1,33 @@
-"""``p2pmsg rooms``, ``rooms create``, ``send`` and ``read``: clients of the running daemon.
+"""``p2pmsg rooms``, ``rooms create``, ``send``, ``read`` and ``download``: clients of
+the running daemon.
 
 These commands talk to the daemon's local HTTP API (``[api] enabled = true``)
 through :mod:`p2pmsg.cli.api_client`; the daemon holds the store and the keys.
 ``read`` prints decrypted message text on purpose — it is the user's own client;
 the daemon's logs never carry content. A ROOM argument is the room id (64 hex
-digits) or the local name given at ``rooms create --name``.
+digits) or the local name given at ``rooms create --name``. ``send --file`` streams
+the file to the daemon, which encrypts it into its blob store and sends an
+attachment message; ``download`` asks the daemon for an attachment (fetched from
+peers if needed) and writes it to ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
+import mimetypes
+import os
 import time
+import urllib.parse
+from pathlib import Path
 from typing import Any
 
 from ..daemon.config import DaemonConfig
 from .api_client import ApiClient, ApiRequestError, locate_api
 
-__all__ = ["cmd_read", "cmd_rooms", "cmd_rooms_create", "cmd_send", "format_message"]
+__all__ = ["cmd_download", "cmd_read", "cmd_rooms", "cmd_rooms_create", "cmd_send",
+           "format_message", "format_size"]
+
+_ATTACHMENT_KINDS = ("voice", "image", "document", "video")
 
 
 def _is_id(text: str) -> bool:
@@ -76,10 +87,73 @@ def cmd_rooms_create(config: DaemonConfig, args: argparse.Namespace) -> int:
 
 def cmd_send(config: DaemonConfig, args: argparse.Namespace) -> int:
     client = locate_api(config)
+    file: str | None = getattr(args, "file", None)
+    if (args.text is None) == (file is None):
+        raise ApiRequestError(400, "send: give exactly one of --text and --file")
+    if file is not None:
+        return _send_file(client, args, Path(file))
     room = _room_id(client, args.room)
     answer = client.call("POST", f"/v1/rooms/{room}/messages", {"kind": "text", "text": args.text})
     print(f"sent {answer['id']}")
     return 0
+
+
+def _send_file(client: ApiClient, args: argparse.Namespace, path: Path) -> int:
+    try:
+        f = path.open("rb")
+    except OSError as exc:
+        raise ApiRequestError(400, f"--file {path}: {exc.strerror or exc}") from None
+    with f:
+        size = os.fstat(f.fileno()).st_size
+        if size == 0:
+            raise ApiRequestError(400, f"--file {path}: the file is empty")
+        room = _room_id(client, args.room)
+        mime = args.mime or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        query = {"kind": args.kind, "mime": mime, "name": path.name}
+        if args.caption:
+            query["caption"] = args.caption
+        answer = client.upload(f"/v1/rooms/{room}/attachments?"
+                               f"{urllib.parse.urlencode(query)}", f, size, mime)
+    print(f"sent {answer['id']} ({args.kind} {format_size(int(answer['size']))})")
+    return 0
+
+
+def cmd_download(config: DaemonConfig, args: argparse.Namespace) -> int:
+    client = locate_api(config)
+    if not _is_id(args.message):
+        raise ApiRequestError(400, f"MESSAGE {args.message[:70]!r}: expected a message id "
+                                   "(64 hex digits, shown by 'p2pmsg read')")
+    room = _room_id(client, args.room)
+    out = Path(args.out)
+    if out.is_dir():
+        raise ApiRequestError(400, f"--out {out}: is a directory; give a file path")
+    partial = out.with_name(out.name + ".part")
+    path = (f"/v1/rooms/{room}/messages/{args.message.lower()}/attachment"
+            f"?wait={args.wait:g}")
+    try:
+        with partial.open("wb") as f:
+            written = client.download(path, f)
+        partial.replace(out)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise ApiRequestError(400, f"--out {out}: {exc.strerror or exc}") from None
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    print(f"wrote {out} ({format_size(written)})")
+    return 0
+
+
+def format_size(size: int) -> str:
+    """Bytes for people: ``512 B``, ``1.2 kB``, ``3.4 MB`` (decimal units)."""
+    if size < 1000:
+        return f"{size} B"
+    value = float(size)
+    for unit in ("kB", "MB", "GB", "TB"):
+        value /= 1000
+        if value < 999.95 or unit == "TB":
+            break
+    return f"{value:.1f} {unit}"
 
 
 def format_message(msg: dict[str, Any]) -> str:
@@ -97,8 +171,13 @@ def format_message(msg: dict[str, Any]) -> str:
         text = str(content.get("text", ""))
     elif kind == "fhir":
         text = f"[fhir] {content.get('fallback_text', '')}"
-    elif kind in ("voice", "image", "document", "video"):
-        text = f"[{kind}] {content.get('name') or content.get('caption') or ''}".rstrip()
+    elif kind in _ATTACHMENT_KINDS:
+        label = " ".join(str(content.get("name") or "").split())
+        size = format_size(int(content.get("size", 0)))
+        text = f"[{kind} {label} {size}]" if label else f"[{kind} {size}]"
+        if content.get("caption"):
+            text += f" {content['caption']}"
+        text += f"  (id {msg['id']})"
     else:
         text = f"[{kind}]"
     if msg.get("edited"):

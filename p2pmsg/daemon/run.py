@@ -44,6 +44,7 @@ from typing import Any
 
 import trio
 
+from ..blobs import BlobStore
 from ..certs import decode_certificate, verify_certificate
 from ..errors import CertificateError, DecodeError, Reason, TransportError
 from ..identity import Identity, short_id
@@ -247,6 +248,9 @@ async def run_daemon(
                 transports = _transports(config, identity, policy,
                                          gov.audit if gov is not None else None)
                 orgs = known_orgs(config, gov)
+                # attachments (send_file/download through the API) need a blob store
+                blobs = (closing.enter_context(BlobStore(config.data_dir / "blobs"))
+                         if config.api.enabled else None)
                 node_config = NodeConfig(
                     identity=identity, store=store, transports=transports,
                     peers=[PeerHint(p.node_id, p.address) for p in config.peers],
@@ -254,6 +258,7 @@ async def run_daemon(
                     topics=node_topics(config, store, identity.public_key, orgs),
                     name=config.name or short_id(identity.public_key),
                     audit=gov.audit if gov is not None else None,
+                    blob_store=blobs,
                 )
                 async with AsyncExitStack() as stack:
                     node = await stack.enter_async_context(open_node(node_config))
