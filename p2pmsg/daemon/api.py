@@ -13,7 +13,9 @@ When ``[api] enabled = true``, ``p2pmsg run`` hosts one device's messaging layer
   known organisation (:func:`known_orgs`), and every stored room this device is in
   or created (a restart therefore keeps replicating rooms created at run time);
 * :func:`serve_local_api` opens a :class:`~p2pmsg.messenger.Messenger` over the
-  running node and starts :func:`p2pmsg.api.serve_api` in the daemon's nursery; it
+  running node — its epoch keys in :func:`daemon_keyring` (``<data_dir>/keyring.db``,
+  so shredded epochs stay shredded across restarts) — and starts
+  :func:`p2pmsg.api.serve_api` in the daemon's nursery; it
   reports the :class:`~p2pmsg.api.ApiServer` (URL; the token is never logged) and
   stops when that nursery is cancelled (SIGTERM).
 
@@ -30,7 +32,9 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from ..identity import Identity
 from ..messenger import messenger_topics, open_messenger
+from ..messenger.keyring import FileKeyring
 from ..node import Node
 from ..store.base import Store
 from .config import STATIC_AUTO, ConfigError, DaemonConfig
@@ -39,7 +43,7 @@ from .governance import Governance, org_states, room_views
 if TYPE_CHECKING:
     from ..api import ApiServer
 
-__all__ = ["find_static_dir", "known_orgs", "node_topics", "serve_local_api",
+__all__ = ["daemon_keyring", "find_static_dir", "known_orgs", "node_topics", "serve_local_api",
            "static_candidates"]
 
 
@@ -99,6 +103,15 @@ def node_topics(config: DaemonConfig, store: Store, device: bytes,
     return sorted(topics | set(messenger_topics(every, rooms)))
 
 
+def daemon_keyring(config: DaemonConfig, identity: Identity) -> FileKeyring:
+    """The daemon's epoch keyring: ``<data_dir>/keyring.db``, sealed under ``identity``.
+
+    Durable so that epochs shredded by the messenger stay shredded across restarts.
+    Raises :class:`~p2pmsg.errors.KeyFileError` on a corrupt or foreign file.
+    """
+    return FileKeyring(config.data_dir / "keyring.db", identity)
+
+
 async def serve_local_api(
     config: DaemonConfig, node: Node, orgs: Iterable[bytes], *,
     task_status: trio.TaskStatus[ApiServer] = trio.TASK_STATUS_IGNORED,
@@ -110,7 +123,8 @@ async def serve_local_api(
 
     Raises:
         ConfigError: ``node.org_id`` missing or a bad ``static_dir``.
-        KeyFileError: the token file is accessible by group/others or malformed.
+        KeyFileError: the token file is accessible by group/others or malformed, or
+            ``<data_dir>/keyring.db`` is corrupt or from another device key.
         OSError: the address is in use.
     """
     from ..api import ApiConfig, serve_api  # hypercorn/starlette: only when enabled
@@ -121,7 +135,8 @@ async def serve_local_api(
         host=config.api.host, port=config.api.port, token_file=config.api_token_file,
         unix_socket=config.api.unix_socket, static_dir=find_static_dir(config.api.static_dir),
     )
-    async with open_messenger(node, config.org_id, orgs=orgs) as messenger, \
+    keyring = daemon_keyring(config, node.identity)
+    async with open_messenger(node, config.org_id, orgs=orgs, keyring=keyring) as messenger, \
             trio.open_nursery() as nursery:
         server: ApiServer = await nursery.start(serve_api, messenger, api_config)
         task_status.started(server)
