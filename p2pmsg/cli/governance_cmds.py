@@ -55,6 +55,7 @@ from ..governance.retention import (
 from ..identity import Identity, short_id
 from ..keyfile import load_identity
 from ..messaging.room import RoomView
+from ..messenger.keyring import FileKeyring
 from ..store.sqlite import SqliteStore
 
 __all__ = [
@@ -247,7 +248,12 @@ def cmd_erase(config: DaemonConfig, args: argparse.Namespace) -> int:
     with writer_lock(config.data_dir), _open_store(config) as store, \
             _open_audit(config) as audit:
         identity = load_identity(config.key)
-        stone = erase_person(store, devices, identity, args.request, now, now, audit=audit)
+        # Crypto-shredding: forget the epochs only the erased content needed in the
+        # daemon's keyring (data_dir/keyring.db), if this node has one.
+        keyring_path = config.data_dir / "keyring.db"
+        secrets = FileKeyring(keyring_path, identity) if keyring_path.exists() else None
+        stone = erase_person(store, devices, identity, args.request, now, now,
+                             secrets=secrets, audit=audit)
     if args.out:
         Path(args.out).write_bytes(stone.to_bytes())
     print(json.dumps({
