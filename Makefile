@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PLUGINS := $(wildcard transports/*/pyproject.toml)
 
-.PHONY: test demo lint typecheck pytest bench clean venv
+.PHONY: test demo demo-core lint typecheck pytest bench clean venv
 
 venv: $(STAMP)
 
@@ -33,7 +33,13 @@ pytest: $(STAMP)
 
 test: lint typecheck pytest
 
+# The main job: four daemons (two wards via mDNS, a specialist clinic over QUIC, a
+# pharmacy over TCP) exchange messages and files; see docs/demo.md.
 demo: $(STAMP)
+	$(BIN)/python examples/federation_demo.py
+
+# The log core alone, no daemons or network (seconds).
+demo-core: $(STAMP)
 	$(BIN)/python examples/demo.py
 
 bench: $(STAMP)
