@@ -142,6 +142,14 @@ def test_import_failure_leaves_nothing(store: BlobStore, tmp_path: Path) -> None
     assert files(tmp_path / "blobs") == [] and store.usage() == 0
 
 
+def test_import_failure_after_a_written_batch_leaves_nothing(
+        store: BlobStore, tmp_path: Path) -> None:
+    mib = 1 << 20  # more than one write batch (2 MiB) lands before the source ends
+    with pytest.raises(ValueError, match="early"):
+        store.import_file(io.BytesIO(os.urandom(3 * mib)), 5 * mib, org=ORG, room=ROOM)
+    assert files(tmp_path / "blobs") == [] and store.usage() == 0
+
+
 def test_delete_and_purge(store: BlobStore, tmp_path: Path) -> None:
     ms = []
     for room in (ROOM, ROOM, b"room-2"):
@@ -164,7 +172,7 @@ def test_garbage_collection_of_orphans(store: BlobStore, tmp_path: Path) -> None
     blob = encrypt_blob(bytes(CS), chunk_size=CS)
     store.add_manifest(blob.manifest, org=ORG, room=ROOM)
     orphan = encrypt_blob(b"orphan", chunk_size=CS)
-    store._write_atomic(orphan.manifest.chunk_hashes[0], orphan.chunks[0])  # crash sim
+    store._write_batch({orphan.manifest.chunk_hashes[0]: orphan.chunks[0]})  # crash sim
     assert store.collect_garbage() == 1
     assert len(files(tmp_path / "blobs")) == 2  # root + page of the registered blob
 
@@ -174,3 +182,38 @@ def test_not_a_blob_store(tmp_path: Path) -> None:
     (tmp_path / "b" / "index.sqlite3").write_bytes(b"not a database" * 100)
     with pytest.raises(StoreError):
         BlobStore(tmp_path / "b")
+
+
+def test_put_chunks_stores_a_batch_all_or_nothing(tmp_path: Path) -> None:
+    blob = encrypt_blob(os.urandom(6 * CS), chunk_size=CS)
+    m, h = blob.manifest, blob.manifest.chunk_hashes
+    with BlobStore(tmp_path / "blobs") as s:  # durable: the batched fsync path
+        s.add_manifest(m, org=ORG, room=ROOM)
+        assert s.put_chunk(h[0], blob.chunks[0])
+        before = files(tmp_path / "blobs")
+        bad = bytearray(blob.chunks[3])
+        bad[0] ^= 1
+        with pytest.raises(ChunkMismatchError):  # one bad chunk: none of the batch
+            s.put_chunks([(h[1], blob.chunks[1]), (h[3], bytes(bad))])
+        assert files(tmp_path / "blobs") == before
+        assert s.missing(m.root_hash) == (1, 2, 3, 4, 5)
+        # already held and repeated chunks are skipped, not written twice
+        stored = s.put_chunks([(h[0], blob.chunks[0]), (h[1], blob.chunks[1]),
+                               (h[1], blob.chunks[1]), (h[4], blob.chunks[4])])
+        assert stored == [h[1], h[4]]
+        assert list((tmp_path / "blobs" / "tmp").iterdir()) == []
+    with BlobStore(tmp_path / "blobs") as again:  # the rows were committed
+        assert again.missing(m.root_hash) == (2, 3, 5)
+
+
+def test_put_chunks_verified_skips_only_the_hash(store: BlobStore) -> None:
+    blob = encrypt_blob(os.urandom(3 * CS), chunk_size=CS)
+    m, h = blob.manifest, blob.manifest.chunk_hashes
+    store.add_manifest(m, org=ORG, room=ROOM)
+    with pytest.raises(ChunkMismatchError):  # the length is still checked
+        store.put_chunks([(h[0], blob.chunks[0][:-1])], verified=True)
+    with pytest.raises(StoreError):  # and the chunk must belong to a registered blob
+        store.put_chunks([(os.urandom(32), blob.chunks[0])], verified=True)
+    assert store.put_chunks([(h[2], blob.chunks[2])], verified=True) == [h[2]]
+    assert store.get(h[2]) == blob.chunks[2]
+    assert store.missing(m.root_hash) == (0, 1)

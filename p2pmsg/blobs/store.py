@@ -11,7 +11,8 @@ Theory of operation
 -------------------
 The **index database is the truth**: an object is held when its row says so.
 Files are written before their rows are committed (temp file, fsync, rename, fsync
-of the directory), and rows are deleted before their files are unlinked, so a
+of the directory — once per directory per batch, :meth:`BlobStore.put_chunks`),
+and rows are deleted before their files are unlinked, so a
 crash leaves at worst unreferenced files, which :meth:`BlobStore.collect_garbage`
 removes — never a row pointing at a half-written file.
 
@@ -59,6 +60,8 @@ from .format import (
 __all__ = ["BlobStore", "Quotas", "estimate_stored_size"]
 
 _ROOT, _PAGE, _CHUNK = 0, 1, 2
+_WRITE_BATCH_BYTES = 2 << 20
+"""Chunk bytes :meth:`BlobStore.import_file` writes per batch (memory bound)."""
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS blobs (
     root BLOB PRIMARY KEY, org BLOB NOT NULL, room BLOB NOT NULL,
@@ -156,24 +159,44 @@ class BlobStore:
         finally:
             os.close(fd)
 
-    def _write_atomic(self, h: bytes, data: bytes) -> None:
-        final = self._object_path(h)
-        if not final.parent.is_dir():
-            final.parent.mkdir(exist_ok=True)
-            self._fsync_dir(final.parent.parent)
-        fd, tmp = tempfile.mkstemp(dir=self._tmp)
+    def _write_batch(self, objects: Mapping[bytes, bytes]) -> None:
+        """Write files durably: all temp files, then fsync each, rename all into
+        place, then fsync each directory touched once (not once per file)."""
+        temps: list[tuple[str, Path]] = []
+        fds: list[int] = []
+        dirs: dict[Path, None] = {}
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                if self.durable:
-                    os.fsync(f.fileno())
-            os.replace(tmp, final)
+            for h, data in objects.items():
+                final = self._object_path(h)
+                if final.parent not in dirs and not final.parent.is_dir():
+                    final.parent.mkdir(exist_ok=True)
+                    self._fsync_dir(final.parent.parent)
+                dirs[final.parent] = None
+                fd, tmp = tempfile.mkstemp(dir=self._tmp)
+                temps.append((tmp, final))
+                fds.append(fd)
+                with os.fdopen(fd, "wb", closefd=False) as f:
+                    f.write(data)
+            # fsync after all are written: the kernel writes the batch back together
+            while fds:
+                fd = fds.pop()
+                try:
+                    if self.durable:
+                        os.fsync(fd)
+                finally:
+                    os.close(fd)
+            for tmp, final in temps:
+                os.replace(tmp, final)
         except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+            for fd in fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            for tmp, _ in temps:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
             raise
-        self._fsync_dir(final.parent)
+        for d in dirs:
+            self._fsync_dir(d)
 
     def _read(self, h: bytes) -> bytes | None:
         try:
@@ -234,8 +257,7 @@ class BlobStore:
             raise FileTooLargeError(manifest.size, self.max_file_size)
         self.check_quota(manifest.stored_size, org=org, room=room)
         meta = manifest.metadata_objects()
-        for h, data in meta.items():
-            self._write_atomic(h, data)
+        self._write_batch(meta)
         rows = [(root, root, _ROOT, 0, len(manifest.root), 1)]
         rows += [(hash_object(p), root, _PAGE, i, len(p), 1)
                  for i, p in enumerate(manifest.pages)]
@@ -305,24 +327,47 @@ class BlobStore:
         """Objects by hash (None for those not held): the answer to ObjectsRequested."""
         return {h: self.get(h) for h in hashes}
 
-    def put_chunk(self, h: bytes, data: bytes) -> bool:
+    def put_chunk(self, h: bytes, data: bytes, *, verified: bool = False) -> bool:
         """Store a chunk of a registered blob. Returns False if it was already held.
 
         Raises :class:`ChunkMismatchError` (wrong length or hash; nothing stored) or
-        :class:`StoreError` (the chunk belongs to no registered blob).
+        :class:`StoreError` (the chunk belongs to no registered blob). ``verified``:
+        see :meth:`put_chunks`.
         """
-        row = self._db.execute("SELECT size, present FROM objects WHERE hash = ? AND kind = ?",
-                               (h, _CHUNK)).fetchone()
-        if row is None:
-            raise StoreError("chunk of no registered blob")
-        if row[1]:
-            return False
-        if len(data) != row[0] or hash_object(data) != h:
-            raise ChunkMismatchError("chunk does not match its hash")
-        self._write_atomic(h, data)
+        return bool(self.put_chunks([(h, data)], verified=verified))
+
+    def put_chunks(self, chunks: Iterable[tuple[bytes, bytes]], *,
+                   verified: bool = False) -> list[bytes]:
+        """Store several chunks as one batch; returns the hashes newly stored.
+
+        Every chunk is checked before anything is written (one bad chunk: nothing
+        stored). The files are written, each fsynced, renamed into place, each
+        directory fsynced once, and then **one** transaction marks them all
+        present — so a crash stores all of the batch or re-fetches the rest
+        (:meth:`missing` reads the rows). ``verified=True`` skips re-hashing: pass
+        it only for bytes whose hash was just checked against ``h`` (the transfer
+        machine does so for every :class:`~.transfer.ChunkReceived`); the length
+        is always checked.
+        """
+        todo: dict[bytes, bytes] = {}
+        for h, data in chunks:
+            row = self._db.execute(
+                "SELECT size, present FROM objects WHERE hash = ? AND kind = ?",
+                (h, _CHUNK)).fetchone()
+            if row is None:
+                raise StoreError("chunk of no registered blob")
+            if row[1] or h in todo:
+                continue
+            if len(data) != row[0] or (not verified and hash_object(data) != h):
+                raise ChunkMismatchError("chunk does not match its hash")
+            todo[h] = data
+        if not todo:
+            return []
+        self._write_batch(todo)
         with self._transaction() as db:
-            db.execute("UPDATE objects SET present = 1 WHERE hash = ?", (h,))
-        return True
+            db.executemany("UPDATE objects SET present = 1 WHERE hash = ?",
+                           [(h,) for h in todo])
+        return list(todo)
 
     def missing(self, root: bytes) -> tuple[int, ...]:
         """Indices of the chunks of ``root`` not yet held: what a resumed fetch asks for.
@@ -356,6 +401,13 @@ class BlobStore:
         enc = BlobEncryptor(size, key=key, chunk_size=chunk_size,
                             max_file_size=self.max_file_size)
         written: list[bytes] = []
+        batch: dict[bytes, bytes] = {}
+
+        def write_batch() -> None:  # a few chunks at once: one fsync per directory
+            written.extend(batch)  # listed first: a failure mid-batch removes them
+            self._write_batch(batch)
+            batch.clear()
+
         try:
             remaining = size
             while remaining:
@@ -364,12 +416,12 @@ class BlobStore:
                     raise ValueError(f"source ended {remaining} bytes early")
                 remaining -= len(piece)
                 for c in enc.update(piece):
-                    self._write_atomic(c.hash, c.data)
-                    written.append(c.hash)
+                    batch[c.hash] = c.data
+                if sum(map(len, batch.values())) >= _WRITE_BATCH_BYTES:
+                    write_batch()
             tail, manifest = enc.finish()
-            for c in tail:
-                self._write_atomic(c.hash, c.data)
-                written.append(c.hash)
+            batch.update((c.hash, c.data) for c in tail)
+            write_batch()
             self._register(manifest, org=org, room=room, chunks_present=True)
         except BaseException:
             for h in written:

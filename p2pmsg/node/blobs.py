@@ -7,9 +7,11 @@ sync machine carries the blob machine's byte stream in BLOB frames
 (:meth:`p2pmsg.sync.SyncConnection.encode_blob`, event
 :class:`p2pmsg.sync.events.BlobData`). Each :class:`Session` owns one
 :class:`BlobChannel`, created on first use; the session writer sends sync bytes
-first and then at most one BLOB frame per turn, so attachment bytes cannot starve
-log replication, and the blob machine's own request credit bounds the bytes in
-flight (``TransferConfig.window``).
+first and then at most 256 KiB of BLOB frames per turn, so attachment bytes cannot
+starve log replication, and the blob machine's own request credit bounds the bytes
+in flight (``TransferConfig.window``). Received chunks (already verified by the
+machine) are written in batches of ~2 MiB (:meth:`BlobStore.put_chunks`: one
+commit, one fsync per directory) and counted only once stored.
 
 Serving: an object is answered only if its blob is registered under a room the
 peer may read (``policy.may_read(peer, room)``); otherwise it is reported MISSING,
@@ -51,6 +53,9 @@ if TYPE_CHECKING:
 __all__ = ["BlobChannel", "FetchOutcome", "ProgressCallback"]
 
 log = logging.getLogger("p2pmsg.node")
+_STORE_BATCH_BYTES = 2 << 20
+"""Verified chunk bytes held before they are written as one batch (one commit,
+one fsync per directory): bounds the memory above the transfer window."""
 
 ProgressCallback = Callable[[int, int], None]
 """``progress(done, total)`` in plaintext bytes of the file."""
@@ -95,11 +100,21 @@ class BlobChannel:
         self.transfer = BlobTransfer(session.node.config.blob_transfer)
         self.out = bytearray(self.transfer.data_to_send())
         self._fetches: dict[bytes, _Running] = {}
+        self._unstored: list[tuple[bytes, bytes, bytes]] = []
+        """Verified chunks (root, hash, data) not yet written: stored as one batch."""
+        self._unstored_bytes = 0
+        self._progress: dict[bytes, Progress] = {}
+        """Latest progress per root, reported once its chunks are stored."""
 
     def take(self, limit: int) -> bytes:
         """Up to ``limit`` bytes of the blob stream to wrap in one BLOB frame."""
         self.out += self.transfer.data_to_send()
-        piece = bytes(self.out[:limit])
+        if len(self.out) <= limit:
+            piece = bytes(self.out)
+            self.out.clear()
+            return piece
+        with memoryview(self.out) as view:
+            piece = bytes(view[:limit])
         del self.out[:limit]
         return piece
 
@@ -111,6 +126,7 @@ class BlobChannel:
         self.session._wake()
 
     def session_closed(self) -> None:
+        self._flush()  # verified chunks already received are worth keeping
         for running in self._fetches.values():
             running.outcome.finish("disconnected")
         self._fetches.clear()
@@ -159,22 +175,22 @@ class BlobChannel:
                 self.out += self.transfer.send(
                     Fetch(event.root, event.manifest, self.store.missing(event.root)))
             elif isinstance(event, ChunkReceived):
-                running = self._fetches.get(event.root)
                 if self.store is None:
                     continue
-                # The machine verified length and hash; the store checks again.
-                if self.store.put_chunk(event.hash, event.data) and running is not None:
-                    running.outcome.chunks += 1
-                    self.session.node._stats.blob_chunks_received += 1
-            elif isinstance(event, Progress):
-                running = self._fetches.get(event.root)
-                if running is not None and running.progress is not None:
-                    running.progress(event.done, event.total)
+                self._unstored.append((event.root, event.hash, event.data))
+                self._unstored_bytes += len(event.data)
+            elif isinstance(event, Progress):  # follows its chunk's ChunkReceived
+                self._progress[event.root] = event
+                if self._unstored_bytes >= _STORE_BATCH_BYTES:
+                    self._flush()
             elif isinstance(event, FetchComplete):
+                self._flush()
                 self._finish(event.root, "complete")
             elif isinstance(event, FetchFailed):
+                self._flush()
                 self._finish(event.root, event.reason)
             elif isinstance(event, ConnectionClosed):
+                self._flush()
                 status = "disconnected"
                 if event.error is not None:
                     status = "cut_off"
@@ -182,6 +198,34 @@ class BlobChannel:
                     self.session.close(f"blob protocol error: {event.error.reason}")
                 for root in list(self._fetches):
                     self._finish(root, status)
+
+    def _flush(self) -> None:
+        """Store the verified chunks received so far as one batch, then report
+        progress. Chunks are counted (and progress reported) only once stored; a
+        crash before that loses only chunks never reported, which ``missing()``
+        (read from the store) asks for again on resume."""
+        chunks, self._unstored, self._unstored_bytes = self._unstored, [], 0
+        if chunks and self.store is not None:
+            try:
+                # The transfer machine checked each chunk's length and hash
+                # against the requested address: no second hash here.
+                stored = set(self.store.put_chunks([(h, d) for _, h, d in chunks],
+                                                   verified=True))
+            except P2PMsgError as exc:  # e.g. the blob was deleted meanwhile
+                for root in list(self._fetches):
+                    self._finish(root, "refused", exc)
+                self._progress.clear()
+                return
+            self.session.node._stats.blob_chunks_received += len(stored)
+            for root, h, _ in chunks:
+                running = self._fetches.get(root)
+                if running is not None and h in stored:
+                    running.outcome.chunks += 1
+        progress, self._progress = self._progress, {}
+        for event in progress.values():
+            running = self._fetches.get(event.root)
+            if running is not None and running.progress is not None:
+                running.progress(event.done, event.total)
 
     def _serve(self, hashes: tuple[bytes, ...]) -> dict[bytes, bytes | None]:
         """Objects the peer may have: held, and of a blob of a room it may read."""
