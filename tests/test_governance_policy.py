@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from messaging_helpers import Org, World
 
 from p2pmsg.governance.federation import (
@@ -68,10 +70,12 @@ def test_is_a_policy_and_applies_need_to_know() -> None:
         assert p.allow_peer(f.nid(org))
     assert p.may_read(f.nid(f.b), f.r1) and not p.may_read(f.nid(f.b), f.r2)
     assert p.may_read(f.nid(f.c), f.r2) and not p.may_read(f.nid(f.c), f.r1)
-    # control topics: own org, and orgs it shares a room with
+    # control topics: of every organisation on the list, shared room or not (the
+    # certificates are needed to create the first shared room: docs/gdpr.md)
     assert p.may_read(f.nid(f.b), control_topic(f.b.id))
     assert p.may_read(f.nid(f.b), control_topic(f.a.id))
-    assert not p.may_read(f.nid(f.b), control_topic(f.c.id))
+    assert p.may_read(f.nid(f.b), control_topic(f.c.id))
+    assert not p.may_read(f.nid(f.b), control_topic(Identity.generate().public_key))
     assert not p.may_read(f.nid(f.b), b"\x99" * 32)  # unknown topic
     stranger = Identity.generate().public_key
     assert not p.allow_peer(stranger) and not p.may_read(stranger, f.r1)
@@ -134,7 +138,8 @@ def test_org_never_receives_a_room_it_has_no_part_in_at_protocol_level() -> None
     pair.run()
     assert c.error is None and a.error is None
     assert c.entry_ids([f.r1]) == set()  # not a single entry of R1
-    assert c.entry_ids([control_topic(f.b.id)]) == set()
+    # B's control topic (root-signed certificates, readable by every listed org)
+    assert c.entry_ids([control_topic(f.b.id)]) == a.entry_ids([control_topic(f.b.id)])
     assert c.entry_ids([f.r2]) == a.entry_ids([f.r2]) != set()
     assert c.entry_ids([control_topic(f.a.id)]) == a.entry_ids([control_topic(f.a.id)])
     # and no byte of R1's payloads crossed the link at all
@@ -157,3 +162,48 @@ def test_refused_peer_gets_nothing() -> None:
     pair = ConnectionPair.connect(a, rogue, all_topics, all_topics)
     pair.run()
     assert rogue.entry_ids(all_topics) == set()
+
+
+def test_control_topics_of_listed_orgs_only_and_fail_closed() -> None:
+    """Fix for the first cross-org room: a listed org with no shared room yet reads
+    another listed org's control topic; an unlisted org's control topic, or any
+    topic once the list is stale, is refused."""
+    f = Fed()
+    p = GovernancePolicy(f.registry, lambda: f.now)  # no rooms known at all
+    for reader in (f.a, f.b, f.c):
+        for owner in (f.a, f.b, f.c):
+            assert p.may_read(f.nid(reader), control_topic(owner.id))
+    outsider = f.world.new_org()
+    assert not p.may_read(f.nid(f.b), control_topic(outsider.id))
+    assert not p.may_read(f.nid(f.b), f.r1)  # rooms still need-to-know
+    f.now = T0 + 72 * 3600 * 1000
+    assert not p.may_read(f.nid(f.b), control_topic(f.a.id))
+
+
+def test_expect_room_is_provisional_until_the_view_names_the_orgs() -> None:
+    """An invitation makes the room readable by inviter and invitee orgs before any
+    of its entries is stored; the room's own view then takes over."""
+    f = Fed()
+    p = GovernancePolicy(f.registry, lambda: f.now)
+    changes: list[int] = []
+    p.add_change_listener(lambda: changes.append(p.version))
+    assert not p.may_read(f.nid(f.a), f.r1)
+    p.expect_room(f.r1, (f.a.id, f.b.id))
+    assert p.may_read(f.nid(f.a), f.r1) and p.may_read(f.nid(f.b), f.r1)
+    assert not p.may_read(f.nid(f.c), f.r1)
+    assert len(changes) == 1
+    p.expect_room(f.r1, (f.a.id,))  # nothing new: no change announced
+    assert len(changes) == 1
+    # a partial view (only the create entry: the creator's org) keeps the invitee
+    w = f.world
+    full = w.room(f.r1).view
+    partial = dataclasses.replace(full, members={
+        k: m for k, m in full.members.items() if m.org == f.a.id})
+    p.update_room(partial)
+    assert p.may_read(f.nid(f.b), f.r1) and p.may_read(f.nid(f.a), f.r1)
+    # the full view names both: provisional entry dropped, view alone decides
+    p.update_room(w.room(f.r1).view)
+    assert p.room_orgs(f.r1) == frozenset({f.a.id, f.b.id})
+    # once a view is known, a (re-read) invitation cannot widen access
+    p.expect_room(f.r1, (f.c.id,))
+    assert not p.may_read(f.nid(f.c), f.r1)

@@ -88,3 +88,65 @@ async def test_room_created_after_open_reaches_a_member_of_another_org(
         ctrl = control_topic(lab.public_key)
         assert any(e.author == a_id.public_key for e in b_node.read(ctrl))
         assert set(bm.org_states()[lab.public_key].active_devices(_wall())) == {b_id.public_key}
+
+
+async def test_governed_nodes_replicate_a_room_created_after_open(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Both nodes enforce the signed federation list (GovernancePolicy), no room
+    exists at open, and no certificate was exchanged out of band: the control topics
+    replicate (every listed org may read them), the invitee's policy expects the room
+    from the invitation, and the room flows both ways over the open session."""
+    from p2pmsg.governance import GovernancePolicy
+    from p2pmsg.governance.federation import (
+        FederationRegistry,
+        Organisation,
+        OrgKind,
+        issue_federation_list,
+    )
+
+    clinic, lab, issuer = Identity.generate(), Identity.generate(), Identity.generate()
+    a_id, b_id = Identity.generate(), Identity.generate()
+    net = MemoryNetwork(LinkConditions(latency=0.02))
+    topics = messenger_topics([clinic.public_key, lab.public_key])
+    flist = issue_federation_list(issuer, 1, T0, [
+        Organisation(clinic.public_key, "clinic", OrgKind.HOSPITAL, (a_id.public_key,)),
+        Organisation(lab.public_key, "lab", OrgKind.HOSPITAL, (b_id.public_key,))])
+
+    def config(me: Identity, root: Identity, name: str, peers: list[PeerHint]) -> NodeConfig:
+        store = MemoryStore()  # only its own org's certificate
+        cert = issue_certificate(root, me.public_key, Role.MEMBER, name, 0, 2**50)
+        items = org_control_items(root, [cert], start_ms=T0 - 1000)
+        store.append([e for e, _ in items], {e.id: p for e, p in items})
+        policy = GovernancePolicy(FederationRegistry(issuer.public_key, flist.raw, now_ms=T0),
+                                  clock=_wall)
+        return NodeConfig(identity=me, store=store, topics=topics, policy=policy,
+                          transports=[net.transport(name, me.public_key)], peers=peers,
+                          wall_clock=_wall, name=name, reconnect_initial=0.1)
+
+    async with open_node(config(b_id, lab, "b", [])) as b_node, \
+            open_messenger(b_node, lab.public_key, orgs=[clinic.public_key]) as bm, \
+            open_node(config(a_id, clinic, "a", [PeerHint(b_id.public_key, "memory://b")])
+                      ) as a_node, \
+            open_messenger(a_node, clinic.public_key, orgs=[lab.public_key]) as am:
+        assert isinstance(b_node.policy, GovernancePolicy) and bm.governance is b_node.policy
+        with trio.fail_after(60):
+            await am.wait_certified([b_id.public_key])
+            await bm.wait_certified([a_id.public_key])
+        opened = a_node.statistics().sessions_opened
+        room = await am.create_room([MemberSpec(b_id.public_key, lab.public_key)])
+        msg = await am.send_text(room, "Befund liegt vor")
+        with trio.fail_after(60):
+            while not any(r.topic == room.topic for r in bm.rooms()):
+                await trio.sleep(0.1)
+            while not bm.messages(room.topic):
+                await trio.sleep(0.1)
+        (got,) = bm.messages(room.topic)
+        assert got.id == msg
+        assert bm.governance.room_orgs(room.topic) == {clinic.public_key, lab.public_key}
+        answer = await bm.send_text(room.topic, "danke")
+        with trio.fail_after(60):
+            while answer not in {m.id for m in am.messages(room)}:
+                await trio.sleep(0.1)
+        assert a_node.statistics().sessions_opened == opened
+        assert a_node.statistics().sessions_revoked == b_node.statistics().sessions_revoked == 0

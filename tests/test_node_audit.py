@@ -364,3 +364,41 @@ async def test_revalidate_with_topic_policy_and_unlisted_peer(
         assert b.read(T1) == []
         assert a.statistics().peers_refused >= 1  # b's redials are refused now
         nursery.cancel_scope.cancel()
+
+
+async def test_access_gained_later_is_asked_within_the_open_session(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Neither policy knows T1 when the session opens (nothing asked). b learns the
+    room first (its INTEREST is denied by a), then a: a asks b in-protocol, b's grant
+    of a's INTEREST makes b ask again, and T1 flows both ways in the same session."""
+    issuer = ident("issuer")
+    nodes = {"a": "hosp-a", "b": "hosp-b"}
+    pol_a, pol_b = _governance(issuer, nodes), _governance(issuer, nodes)
+    members = {ident("dev-a").public_key: _org("hosp-a").public_key,
+               ident("dev-b").public_key: _org("hosp-b").public_key}
+    net = MemoryNetwork()
+    async with trio.open_nursery() as nursery:
+        a = await start(nursery, config(net, "a", policy=pol_a, topics=(T1,)))
+        b = await start(nursery, config(net, "b", peers=("a",), policy=pol_b, topics=(T1,)))
+        await b.wait_for_peer(a.id)
+        await a.wait_for_peer(b.id)
+        await a.append(T1, b"from a")
+        await b.append(T1, b"from b")
+        session = a._sessions[b.id]
+        assert T1 not in session.conn.asked and T1 not in session.conn.granted
+        opened = a.statistics().sessions_opened + b.statistics().sessions_opened
+        pol_b.update_room(_view(T1, members))  # b asks a; a's policy still denies
+        with trio.move_on_after(5):
+            await a.wait_for_entries(T1, 2)
+        assert len(a.read(T1)) == 1 and len(b.read(T1)) == 1
+        pol_a.update_room(_view(T1, members))
+        with trio.fail_after(30):
+            await a.wait_for_entries(T1, 2)
+            await b.wait_for_entries(T1, 2)
+        assert {a.payload(e) for e in a.read(T1)} == {b"from a", b"from b"}
+        assert {b.payload(e) for e in b.read(T1)} == {b"from a", b"from b"}
+        assert a._sessions[b.id] is session  # no reconnect was needed
+        assert a.statistics().sessions_opened + b.statistics().sessions_opened == opened
+        assert a.statistics().sessions_revoked == b.statistics().sessions_revoked == 0
+        nursery.cancel_scope.cancel()

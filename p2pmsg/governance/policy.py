@@ -20,9 +20,13 @@ TI-Messenger way:
      * the topic is a room (known from :meth:`GovernancePolicy.update_room`) and the
        peer's organisation has a *current* member device in it, or the peer is a
        declared relay of that room (:meth:`GovernancePolicy.declare_relay`); or
-     * the topic is an organisation's control topic and the peer's organisation is
-       that organisation, or shares a room with it (it needs the certificates to
-       verify that room's entries).
+     * the topic is the control topic of an organisation on the current federation
+       list (root-signed certificates and revocations: every partner needs them to
+       verify devices, including before the first shared room exists — the privacy
+       trade-off is documented in docs/gdpr.md, "Control topics").
+
+     A room this node was *invited* to is known provisionally from the invitation
+     (:meth:`GovernancePolicy.expect_room`) until its own entries arrive.
 
 Anything else — unknown topics, rooms the peer's organisation has no part in — is
 denied. An organisation therefore never receives a single entry of such a room,
@@ -112,6 +116,11 @@ class PeerDecision:
 class _Room:
     orgs: frozenset[bytes]
     relays: set[bytes] = field(default_factory=set)
+    expected: frozenset[bytes] = frozenset()
+    """Organisations an invitation says take part (:meth:`GovernancePolicy.expect_room`),
+    kept until the room's own entries show them all (then the view alone counts)."""
+    viewed: bool = False
+    """True once ``update_room`` gave a real view (the store then decides)."""
 
 
 class GovernancePolicy:
@@ -165,15 +174,46 @@ class GovernancePolicy:
 
     # --- feeding -------------------------------------------------------------------
     def update_room(self, view: RoomView) -> None:
-        """Record which organisations currently have a member device in the room."""
-        orgs = frozenset(m.org for m in view.members.values())
+        """Record which organisations currently have a member device in the room.
+
+        A provisional entry from :meth:`expect_room` is kept (added to the view's
+        organisations) until the view names every expected organisation: a view
+        resolved from the first replicated entries may not show the invitee yet."""
+        seen = frozenset(m.org for m in view.members.values())
         room = self._rooms.get(view.topic)
         if room is None:
-            self._rooms[view.topic] = _Room(orgs)
-        elif room.orgs != orgs:
-            room.orgs = orgs
-        else:
+            room = self._rooms[view.topic] = _Room(frozenset())
+        room.viewed = True
+        if room.expected <= seen:
+            room.expected = frozenset()
+        orgs = seen | room.expected
+        if room.orgs == orgs:
             return
+        room.orgs = orgs
+        self.notify_changed()
+
+    def expect_room(self, topic: bytes, orgs: Iterable[bytes]) -> None:
+        """Provisionally let ``orgs`` take part in room ``topic`` before its entries
+        are stored here.
+
+        Why: a device invited to a room knows it only from the invitation, and the
+        sync rule (ask a peer only for topics it may hold) would otherwise stop it
+        from asking the inviter for the room. The messenger calls this when it
+        accepts a valid invitation (author: an active device of a known org), with
+        the inviter's and the invitee's organisations. The room's own view replaces
+        it once it names them (:meth:`update_room`); once a view is known this is a
+        no-op (an old invitation re-read after a restart cannot widen access)."""
+        wanted = frozenset(orgs)
+        room = self._rooms.get(topic)
+        if room is None:
+            room = self._rooms[topic] = _Room(frozenset())
+        elif room.viewed:
+            return  # the room's own entries are stored here: they decide
+        missing = wanted - room.orgs
+        if not missing:
+            return
+        room.expected |= missing
+        room.orgs |= missing
         self.notify_changed()
 
     def forget_room(self, topic: bytes) -> None:
@@ -214,10 +254,14 @@ class GovernancePolicy:
         return self._may_read_control(org, topic)
 
     def _may_read_control(self, org: bytes, topic: bytes) -> bool:
-        if topic == control_topic(org):
-            return True
-        related = {o for room in self._rooms.values() if org in room.orgs for o in room.orgs}
-        return any(topic == control_topic(o) for o in related)
+        # Control topics hold root-signed certificates and revocations: every
+        # federation partner needs them to verify devices, and a first shared room
+        # cannot be created without the member's certificate (docs/gdpr.md,
+        # "Control topics"). So any listed organisation may read any listed one's.
+        flist = self.federation.current
+        if flist is None:
+            return topic == control_topic(org)
+        return any(topic == control_topic(o.org_id) for o in flist.organisations)
 
     def readable_topics(self, peer_id: bytes, topics: Iterable[bytes]) -> list[bytes]:
         """The subset of ``topics`` that ``peer_id`` may read (for breach triage)."""

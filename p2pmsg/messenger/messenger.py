@@ -299,20 +299,25 @@ class Messenger:
         topics newly added to the node's interest. :func:`open_messenger` calls it
         after every new entry; call it yourself on a bare :class:`Messenger`."""
         now = self._now_ms()
-        active: set[bytes] = set()
-        for state in self.org_states().values():
-            active.update(state.active_devices(now))
+        active: dict[bytes, bytes] = {}  # device -> its organisation
+        for org, state in self.org_states().items():
+            active.update(dict.fromkeys(state.active_devices(now), org))
         rooms: list[bytes] = []
         for entry in self.node.read(control_topic(self.org)):
             if entry.id in self._invites_seen or entry.author == self.device:
                 continue
-            if entry.author not in active:
+            inviter_org = active.get(entry.author)
+            if inviter_org is None:
                 continue  # maybe its certificate has not arrived yet: look again later
             self._invites_seen.add(entry.id)
             payload = self.node.payload(entry)
             room = open_invitation(self.identity, payload) if payload is not None else None
             if room is not None:
                 rooms.append(room)
+                if self.governance is not None:
+                    # Before asking for the room: our policy must let the inviter's
+                    # organisation hold it, or the sync rule would not ask for it.
+                    self.governance.expect_room(room, (inviter_org, self.org))
         return self._ensure_interest(rooms)
 
     # -- writing -------------------------------------------------------------------

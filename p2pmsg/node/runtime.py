@@ -368,6 +368,11 @@ class Node:
         change (``add_change_listener``, as :class:`~p2pmsg.governance.GovernancePolicy`
         does); call it yourself after changing another policy (e.g.
         ``TopicPolicy.revoke``). Returns the number of sessions closed.
+
+        Access *gained* is handled too: every session kept open asks its peer
+        (INTEREST) for the topics we replicate that it was never asked for because
+        our policy did not let the peer hold them then, and now does. The peer's
+        policy decides the grant (see also :meth:`_reask_served`).
         """
         closed = 0
         for session in list(self._sessions.values()):
@@ -380,6 +385,7 @@ class Node:
             else:
                 lost = sorted(t for t in held if not self.policy.may_read(peer, t))
                 if not lost:
+                    self._ask_gained(session)
                     continue
                 reason = "topic_access_revoked"
             self.audit.record(AuditKind.ACCESS_REVOKED, peer=short_id(peer), reason=reason,
@@ -390,6 +396,24 @@ class Node:
             session.close(f"policy: {reason}")
             closed += 1
         return closed
+
+    def _ask_gained(self, session: Session) -> None:
+        """Ask ``session``'s peer for our topics it may hold now and was not asked."""
+        conn = session.conn
+        new = [t for t in self.topics if t not in conn.asked and t not in conn.peer_granted
+               and self.policy.may_read(session.peer_id, t)]
+        if new:
+            log.info("%s: asking %s for %d topics access was gained to", self.name,
+                     session.short_peer, len(new))
+            session.add_interest(new)
+
+    def _reask_served(self, session: Session, served: frozenset[bytes]) -> None:
+        """The peer just asked us for ``served`` (and we granted it): by the sync rule
+        its policy lets us hold those topics, so ask again for those we replicate and
+        it denied us earlier (its policy learnt the room after our ask)."""
+        back = [t for t in self.topics if t in served and t not in session.conn.peer_granted]
+        if back:
+            session.add_interest(back)
 
     # -- attachments (docs/attachments.md §6) -----------------------------------
 
@@ -681,6 +705,8 @@ class Node:
             if denied:
                 self.audit.record(AuditKind.TOPICS_DENIED, peer=session.short_peer,
                                   count=len(denied), topics=[short_id(t) for t in denied[:32]])
+            if event.served:
+                self._reask_served(session, event.served)
             self._changed.unpark_all()
         elif isinstance(event, ev.EntriesNeeded):
             self._answer_range(session, event)
