@@ -8,19 +8,15 @@ What it starts (separate processes, each in its own directory under one temp dir
    over QUIC at a configured ``quic://127.0.0.1:PORT``;
 3. a **pharmacy** (a third organisation) that ``ward-a`` reaches over TCP.
 
-**Enforcement of the list.** By default the daemons run with ``[policy]
-allow_all = true`` and every organisation in ``[api] orgs``: the list is issued and
-verified, but not enforced by the daemons, because with ``[governance]`` on every
-daemon no room replicates between two nodes (each side's policy learns a room only
-from the room's entries, which it can only get from a peer whose policy does the
-same: see docs/demo.md, "Known gap"). ``--governance`` runs the intended set-up
-(every daemon's ``[governance]`` trusts the issuer) and reproduces the gap; it stops
-at the first message that is not delivered.
+**Enforcement of the list.** Every daemon's ``[governance]`` trusts only the
+issuer of the signed federation list and enforces it (need-to-know replication,
+control topics readable by listed organisations only). ``--allow-all`` runs the
+daemons with ``[policy] allow_all = true`` instead, for comparison.
 
 Every organisation and node is created with the CLI (``org init``, ``node init``);
 an issuer key signs one federation list (``federation issue``) naming all three
-organisations (with ``--governance`` every daemon's ``[governance]`` trusts only that
-issuer). Rooms are created with ``rooms create``, texts sent with ``send`` and read with ``read``;
+organisations (every daemon's ``[governance]`` trusts only that issuer). Rooms are
+created with ``rooms create``, texts sent with ``send`` and read with ``read``;
 the redaction goes through the local HTTP API (``kind: redact``). The retention
 purge runs ``retention purge`` on the stopped ``ward-b`` with a 0-day retention for
 the ward room, then restarts it.
@@ -36,7 +32,7 @@ from send to visible on the other node, polled every 20 ms; bytes from each
 daemon's metrics endpoint) and a ✓/✗ checklist. Exits 0 only if every check passed.
 Always stops the daemons (SIGTERM, then kill) and removes the temp dir.
 
-Run: ``.venv/bin/python examples/federation_demo.py [--keep] [--governance]``
+Run: ``.venv/bin/python examples/federation_demo.py [--keep] [--allow-all]``
 (``--keep`` keeps the temp dir and its daemon logs).
 Reading the output: docs/demo.md.
 """
@@ -522,7 +518,7 @@ def run_demo(root: Path, report: Report, *, enforce: bool) -> None:
 
     purge_governance = "" if enforce else governance
     if not enforce:
-        # Default: the daemons do not enforce the list (see the module docstring).
+        # --allow-all: the daemons do not enforce the list (for comparison).
         org_ids = json.dumps([(d / "org.id").read_text().strip() for d in orgs.values()])
         for n in nodes:
             text = n.config.read_text().replace("allow_all = false", "allow_all = true")
@@ -679,7 +675,7 @@ def run_demo(root: Path, report: Report, *, enforce: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     keep = "--keep" in argv
-    enforce = "--governance" in argv
+    enforce = "--allow-all" not in argv
     started = time.monotonic()
     root = Path(tempfile.mkdtemp(prefix="p2pmsg-federation-demo-"))
     report = Report()
