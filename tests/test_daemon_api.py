@@ -12,7 +12,13 @@ import trio
 
 from p2pmsg.daemon import api as daemon_api
 from p2pmsg.daemon.config import STATIC_AUTO, ConfigError, load_config
-from p2pmsg.daemon.progress import format_bytes, format_progress, report_initial_sync
+from p2pmsg.daemon.progress import (
+    TransferProgress,
+    format_bytes,
+    format_progress,
+    format_transfer,
+    report_initial_sync,
+)
 from p2pmsg.messaging import control_topic
 from p2pmsg.node import NodeStatistics
 from p2pmsg.store.memory import MemoryStore
@@ -168,3 +174,64 @@ async def test_no_static_peers_reports_nothing(caplog: pytest.LogCaptureFixture)
     caplog.set_level(logging.INFO, logger="p2pmsg")
     await report_initial_sync(FakeNode(), [], stream=out)  # type: ignore[arg-type]
     assert out.getvalue() == "" and not caplog.records
+
+
+def test_transfer_line_formatting() -> None:
+    assert format_transfer("uploading", "a.pdf", 3_200_000, 10_000_000) == \
+        "uploading a.pdf 3.2/10.0 MB 32%"
+    assert format_transfer("downloading", "x", 512, 2048) == "downloading x 0.5/2.0 kB 25%"
+    assert format_transfer("uploading", "x", 7, 10) == "uploading x 7/10 B 70%"
+    assert format_transfer("downloading", "x", 3_200_000, None) == "downloading x 3.2 MB"
+    assert format_transfer("uploading", "x", 10, 10).endswith(" 100%")
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_transfer_progress_on_a_terminal_rewrites_one_line() -> None:
+    out, clock = TtyStream(), FakeClock()
+    shown = TransferProgress("uploading", "a.pdf", 10_000_000, out, tty_interval=0.1,
+                             clock=clock)
+    shown.update(1_000_000)
+    shown.update(2_000_000)  # same instant: rate-limited, not drawn
+    clock.now = 0.2
+    shown.update(3_200_000)
+    shown.finish(10_000_000)
+    text = out.getvalue()
+    assert text == ("\r\x1b[Kuploading a.pdf 1.0/10.0 MB 10%"
+                    "\r\x1b[Kuploading a.pdf 3.2/10.0 MB 32%"
+                    "\r\x1b[Kuploading a.pdf 10.0/10.0 MB 100%\n")
+
+
+def test_transfer_progress_abort_erases_the_terminal_line() -> None:
+    out = TtyStream()
+    shown = TransferProgress("downloading", "b", 100, out, clock=FakeClock())
+    shown.update(40)
+    shown.abort()
+    assert out.getvalue().endswith("\r\x1b[K") and "\n" not in out.getvalue()
+
+
+def test_transfer_progress_without_a_terminal_prints_plain_lines_sparingly() -> None:
+    out, clock = io.StringIO(), FakeClock()
+    shown = TransferProgress("downloading", "b.bin", 1000, out, plain_interval=5.0,
+                             clock=clock)
+    for step in range(1, 10):
+        clock.now = step  # one update per second
+        shown.update(step * 100)
+    shown.finish(1000)
+    lines = out.getvalue().splitlines()
+    assert "\r" not in out.getvalue()
+    assert lines == ["downloading b.bin 0.5/1.0 kB 50%", "downloading b.bin 1.0/1.0 kB 100%"]
+
+
+def test_transfer_progress_without_a_terminal_quick_transfer_prints_only_the_end() -> None:
+    out = io.StringIO()
+    shown = TransferProgress("uploading", "c", None, out, clock=FakeClock())
+    shown.update(10)
+    shown.finish()
+    assert out.getvalue() == "uploading c 10 B\n"

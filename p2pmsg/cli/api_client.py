@@ -6,7 +6,9 @@ writer lock, the URL the daemon wrote into ``status.json``, the token file) and
 call ``/v1/...`` with :meth:`ApiClient.call`. Every failure is one of two errors
 with a one-line message: :class:`DaemonUnavailable` (not running, API disabled,
 unreachable) or :class:`ApiRequestError` (the API answered 4xx/5xx; its
-``{"error"}`` message is shown).
+``{"error"}`` message is shown). :meth:`ApiClient.upload` and
+:meth:`ApiClient.download` report bytes done to an optional ``progress`` callback
+(the CLI feeds :class:`p2pmsg.daemon.progress.TransferProgress`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import http.client
 import json
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -26,6 +29,24 @@ __all__ = ["ApiClient", "ApiRequestError", "DaemonUnavailable", "locate_api"]
 _TIMEOUT = 30.0
 _FILE_TIMEOUT = 330.0
 """Uploads and downloads: the daemon may wait up to 300 s for peers (``wait``)."""
+
+
+Progress = Callable[[int, "int | None"], None]
+"""``progress(done, total)``: bytes transferred so far and the total if known."""
+
+
+class _ReportingReader:
+    """A file wrapper for ``http.client``'s body: reports the bytes read so far."""
+
+    def __init__(self, file: BinaryIO, size: int, progress: Progress) -> None:
+        self._file, self._size, self._progress = file, size, progress
+        self.done = 0
+
+    def read(self, amount: int = -1, /) -> bytes:
+        piece = self._file.read(amount)
+        self.done += len(piece)
+        self._progress(self.done, self._size)
+        return piece
 
 
 class DaemonUnavailable(P2PMsgError):
@@ -72,26 +93,34 @@ class ApiClient:
             conn.close()
         return self._answer(response, raw, method, path)
 
-    def upload(self, path: str, file: BinaryIO, size: int, content_type: str) -> Any:
+    def upload(self, path: str, file: BinaryIO, size: int, content_type: str, *,
+               progress: Progress | None = None) -> Any:
         """POST a file as the raw body, streamed from ``file`` (``size`` bytes);
-        returns the decoded JSON answer. Raises like :meth:`call`."""
+        returns the decoded JSON answer. ``progress(sent, size)`` is called after
+        each block read for sending. Raises like :meth:`call`."""
         headers = {"Accept": "application/json", "Content-Type": content_type,
                    "Content-Length": str(size)}
-        conn, response = self._open("POST", path, file, headers, _FILE_TIMEOUT)
+        body: BinaryIO | _ReportingReader = (
+            file if progress is None else _ReportingReader(file, size, progress))
+        conn, response = self._open("POST", path, body, headers, _FILE_TIMEOUT)
         try:
             raw = self._read(response, "POST", path)
         finally:
             conn.close()
         return self._answer(response, raw, "POST", path)
 
-    def download(self, path: str, dest: BinaryIO) -> int:
+    def download(self, path: str, dest: BinaryIO, *,
+                 progress: Progress | None = None) -> int:
         """GET ``path`` and stream a 200 answer's body into ``dest``; returns the bytes
-        written. Raises like :meth:`call`, and :class:`DaemonUnavailable` if the
-        body ends before its Content-Length."""
+        written. ``progress(written, content_length_or_None)`` is called after each
+        piece (only once the answer is a success). Raises like :meth:`call`, and
+        :class:`DaemonUnavailable` if the body ends before its Content-Length."""
         conn, response = self._open("GET", path, None, {}, _FILE_TIMEOUT)
         try:
             if response.status >= 400:
                 self._answer(response, self._read(response, "GET", path), "GET", path)
+            length = response.getheader("content-length")
+            total = int(length) if length is not None and length.isdigit() else None
             written = 0
             while True:
                 try:
@@ -103,6 +132,8 @@ class ApiClient:
                     break
                 dest.write(piece)
                 written += len(piece)
+                if progress is not None:
+                    progress(written, total)
         finally:
             conn.close()
         expected = response.getheader("content-length")
@@ -117,7 +148,8 @@ class ApiClient:
             f"cannot reach the local API at {self.url}: {reason} "
             "(is the daemon still starting, or was it stopped?)")
 
-    def _open(self, method: str, path: str, body: bytes | BinaryIO | None,
+    def _open(self, method: str, path: str,
+              body: bytes | BinaryIO | _ReportingReader | None,
               headers: dict[str, str], timeout: float
               ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
         conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)

@@ -8,7 +8,10 @@ the daemon's logs never carry content. A ROOM argument is the room id (64 hex
 digits) or the local name given at ``rooms create --name``. ``send --file`` streams
 the file to the daemon, which encrypts it into its blob store and sends an
 attachment message; ``download`` asks the daemon for an attachment (fetched from
-peers if needed) and writes it to ``--out``.
+peers if needed) and writes it to ``--out``. Both show their progress on stderr
+(:class:`~p2pmsg.daemon.progress.TransferProgress`: one rewritten line on a
+terminal, otherwise a plain line every few seconds and a final one), so stdout
+keeps only the ``sent ...`` / ``wrote ...`` result.
 """
 
 from __future__ import annotations
@@ -16,12 +19,14 @@ from __future__ import annotations
 import argparse
 import mimetypes
 import os
+import sys
 import time
 import urllib.parse
 from pathlib import Path
 from typing import Any
 
 from ..daemon.config import DaemonConfig
+from ..daemon.progress import TransferProgress
 from .api_client import ApiClient, ApiRequestError, locate_api
 
 __all__ = ["cmd_download", "cmd_read", "cmd_rooms", "cmd_rooms_create", "cmd_send",
@@ -112,8 +117,15 @@ def _send_file(client: ApiClient, args: argparse.Namespace, path: Path) -> int:
         query = {"kind": args.kind, "mime": mime, "name": path.name}
         if args.caption:
             query["caption"] = args.caption
-        answer = client.upload(f"/v1/rooms/{room}/attachments?"
-                               f"{urllib.parse.urlencode(query)}", f, size, mime)
+        shown = TransferProgress("uploading", path.name, size, sys.stderr)
+        try:
+            answer = client.upload(f"/v1/rooms/{room}/attachments?"
+                                   f"{urllib.parse.urlencode(query)}", f, size, mime,
+                                   progress=lambda done, _total: shown.update(done))
+        except BaseException:
+            shown.abort()
+            raise
+        shown.finish(size)
     print(f"sent {answer['id']} ({args.kind} {format_size(int(answer['size']))})")
     return 0
 
@@ -130,16 +142,30 @@ def cmd_download(config: DaemonConfig, args: argparse.Namespace) -> int:
     partial = out.with_name(out.name + ".part")
     path = (f"/v1/rooms/{room}/messages/{args.message.lower()}/attachment"
             f"?wait={args.wait:g}")
+    shown: TransferProgress | None = None
+
+    def progress(done: int, total: int | None) -> None:
+        nonlocal shown
+        if shown is None:
+            shown = TransferProgress("downloading", out.name, total, sys.stderr)
+        shown.update(done)
+
     try:
         with partial.open("wb") as f:
-            written = client.download(path, f)
+            written = client.download(path, f, progress=progress)
         partial.replace(out)
     except OSError as exc:
         partial.unlink(missing_ok=True)
+        if shown is not None:
+            shown.abort()
         raise ApiRequestError(400, f"--out {out}: {exc.strerror or exc}") from None
     except BaseException:
         partial.unlink(missing_ok=True)
+        if shown is not None:
+            shown.abort()
         raise
+    if shown is not None:
+        shown.finish(written)
     print(f"wrote {out} ({format_size(written)})")
     return 0
 

@@ -18,7 +18,8 @@ import trio
 
 from .logsetup import event
 
-__all__ = ["METRICS", "Metric", "render_metrics", "serve_metrics"]
+__all__ = ["METRICS", "Metric", "PurgeCounts", "SyncLagTracker", "render_metrics",
+           "serve_metrics"]
 
 _MAX_REQUEST = 8192
 _REQUEST_TIMEOUT = 5.0
@@ -80,7 +81,63 @@ METRICS: tuple[Metric, ...] = (
     Metric("p2pmsg_stored_forks", "gauge",
            "Fork proofs recorded in the store (persisted).", "stored_forks"),
     Metric("p2pmsg_uptime_seconds", "gauge", "Seconds since the daemon started.", "uptime"),
+    Metric("p2pmsg_sync_lag_seconds", "gauge",
+           "Seconds since an entry from a peer was last seen stored (sampled per scrape).",
+           "sync_lag"),
+    Metric("p2pmsg_purge_runs_total", "counter",
+           "Retention purge runs by the daemon's [governance] timer.", "purge_runs"),
+    Metric("p2pmsg_purged_payloads_total", "counter",
+           "Payloads erased by the daemon's retention purge.", "purged_payloads"),
+    Metric("p2pmsg_purge_held_total", "counter",
+           "Payloads due for purge but kept by a legal hold (summed over runs).", "purge_held"),
 )
+
+
+@dataclass(slots=True)
+class PurgeCounts:
+    """What the daemon's purge timer did since start (``run`` feeds it, metrics read it)."""
+
+    runs: int = 0
+    erased: int = 0
+    held: int = 0
+
+    def record(self, erased: int, held: int) -> None:
+        """Count one finished purge run."""
+        self.runs += 1
+        self.erased += erased
+        self.held += held
+
+    def values(self) -> dict[str, float]:
+        """The metric values (see :data:`METRICS`)."""
+        return {"purge_runs": float(self.runs), "purged_payloads": float(self.erased),
+                "purge_held": float(self.held)}
+
+
+class SyncLagTracker:
+    """Seconds since ``entries_received`` last increased, as seen by :meth:`observe`.
+
+    Counted from the first sample that showed the current count (from start while
+    it is zero).
+
+    The node does not expose remote heights, so "lag" here is observable staleness:
+    the time since the daemon last *saw* (at a sample, i.e. a scrape) the count of
+    entries newly stored from peers go up, or since start if it never did. Its
+    resolution is the sampling interval; on a quiet federation it grows too, so
+    read it together with ``p2pmsg_peers``.
+    """
+
+    def __init__(self, now: float) -> None:
+        self._count: int | None = None
+        self._since = now
+
+    def observe(self, entries_received: int, now: float) -> float:
+        """Record a sample; returns the lag in seconds (never negative)."""
+        seen = self._count if self._count is not None else 0
+        if entries_received > seen:
+            self._since = now
+        if self._count is None or entries_received > seen:
+            self._count = entries_received
+        return max(0.0, round(now - self._since, 3))
 
 
 def render_metrics(values: dict[str, float]) -> str:

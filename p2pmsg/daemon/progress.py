@@ -19,6 +19,13 @@ Either way ``event=initial_sync_done`` is logged when converged (with the entrie
 and bytes received and the seconds it took). With no static peers there is nothing
 to wait for and nothing is reported. :func:`format_progress` is the pure
 formatting, tested on its own.
+
+:class:`TransferProgress` is the same idea for the CLI's attachment transfers
+(``p2pmsg send --file`` and ``p2pmsg download``), fed the bytes done by
+:class:`p2pmsg.cli.api_client.ApiClient`: on a terminal one line rewritten in place,
+``uploading befund.pdf 3.2/10.0 MB 32%``, ended by a newline; otherwise (pipes,
+files) a plain line at most every ``plain_interval`` seconds and one final line.
+:func:`format_transfer` is its pure formatting.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Callable
 from typing import TextIO
 
 import trio
@@ -33,7 +41,8 @@ import trio
 from ..node import Node
 from .logsetup import event
 
-__all__ = ["format_bytes", "format_progress", "report_initial_sync"]
+__all__ = ["TransferProgress", "format_bytes", "format_progress", "format_transfer",
+           "report_initial_sync"]
 
 
 def format_bytes(n: int) -> str:
@@ -110,3 +119,77 @@ async def report_initial_sync(
     stats = node.statistics()
     event("initial_sync_done", peers=len(wanted), entries_received=stats.entries_received,
           bytes_received=stats.bytes_received, seconds=round(time.monotonic() - started, 3))
+
+
+_UNITS = (("GB", 1e9), ("MB", 1e6), ("kB", 1e3))
+
+
+def format_transfer(verb: str, name: str, done: int, total: int | None) -> str:
+    """``uploading befund.pdf 3.2/10.0 MB 32%`` (decimal units, both in the unit of
+    ``total``); without a known total just the bytes done: ``downloading x 3.2 MB``."""
+    scale = total if total else done
+    unit, div = next(((u, d) for u, d in _UNITS if scale >= d), ("B", 1.0))
+
+    def num(n: int) -> str:
+        return str(n) if unit == "B" else f"{n / div:.1f}"
+
+    if not total:
+        return f"{verb} {name} {num(done)} {unit}"
+    percent = min(100, done * 100 // total)
+    return f"{verb} {name} {num(done)}/{num(total)} {unit} {percent}%"
+
+
+class TransferProgress:
+    """Progress of one upload or download (see the module docstring).
+
+    Call :meth:`update` with the bytes done so far as often as convenient (it
+    rate-limits itself), then :meth:`finish` on success or :meth:`abort` on failure
+    (clears a terminal line; nothing else is printed, the caller reports the error).
+    """
+
+    def __init__(self, verb: str, name: str, total: int | None, stream: TextIO, *,
+                 tty_interval: float = 0.1, plain_interval: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.verb, self.name, self.total = verb, name, total
+        self._out = stream
+        self._tty = stream.isatty()
+        self._interval = tty_interval if self._tty else plain_interval
+        self._clock = clock
+        # a plain line only once plain_interval has passed; a terminal line at once
+        self._last = -float("inf") if self._tty else clock()
+        self._done = 0
+        self._drawn = False
+
+    def update(self, done: int) -> None:
+        """Record ``done`` bytes transferred; print if the interval has passed."""
+        self._done = done
+        now = self._clock()
+        if now - self._last < self._interval:
+            return
+        self._last = now
+        self._print(format_transfer(self.verb, self.name, done, self.total))
+
+    def finish(self, done: int | None = None) -> None:
+        """The final line (a terminal's line is rewritten one last time and ended)."""
+        if done is not None:
+            self._done = done
+        self._print(format_transfer(self.verb, self.name, self._done, self.total))
+        if self._tty:
+            self._out.write("\n")
+            self._out.flush()
+        self._drawn = False
+
+    def abort(self) -> None:
+        """Erase a terminal's progress line (so an error message starts clean)."""
+        if self._tty and self._drawn:
+            self._out.write("\r\x1b[K")
+            self._out.flush()
+        self._drawn = False
+
+    def _print(self, line: str) -> None:
+        if self._tty:
+            self._out.write("\r\x1b[K" + line)
+            self._drawn = True
+        else:
+            self._out.write(line + "\n")
+        self._out.flush()

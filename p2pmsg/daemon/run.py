@@ -47,6 +47,7 @@ import trio
 from ..blobs import BlobStore
 from ..certs import decode_certificate, verify_certificate
 from ..errors import CertificateError, DecodeError, Reason, TransportError
+from ..governance.retention import PurgePlan
 from ..identity import Identity, short_id
 from ..keyfile import load_identity
 from ..net.base import Discovery, PeerHint, Transport, available_transports, load_transport
@@ -57,9 +58,9 @@ from ..policy import AllowAllPolicy, Policy, TopicPolicy
 from ..store.sqlite import SqliteStore
 from .api import known_orgs, node_topics, serve_local_api
 from .config import ConfigError, DaemonConfig
-from .governance import Governance
+from .governance import Governance, GovernanceConfig
 from .logsetup import event
-from .metrics import serve_metrics
+from .metrics import PurgeCounts, SyncLagTracker, serve_metrics
 from .progress import report_initial_sync
 from .state import pid_file, write_status, writer_lock
 
@@ -143,12 +144,36 @@ def _ports(transports: list[Transport]) -> dict[str, int]:
     return ports
 
 
-def collect_values(node: Node, store: SqliteStore, started: float) -> dict[str, float]:
-    """The numbers exported as metrics (see :data:`p2pmsg.daemon.metrics.METRICS`)."""
+class _CountingGovernance(Governance):
+    """:class:`Governance` whose timer-driven purges are counted for the metrics."""
+
+    def __init__(self, config: GovernanceConfig, identity: Identity, store: SqliteStore,
+                 wall_clock: Callable[[], int], *, counts: PurgeCounts) -> None:
+        super().__init__(config, identity, store, wall_clock)
+        self.purge_counts = counts
+
+    def purge(self) -> PurgePlan:
+        plan = super().purge()
+        self.purge_counts.record(len(plan.erase), plan.held)
+        return plan
+
+
+def collect_values(node: Node, store: SqliteStore, started: float, *,
+                   lag: SyncLagTracker | None = None,
+                   purges: PurgeCounts | None = None) -> dict[str, float]:
+    """The numbers exported as metrics (see :data:`p2pmsg.daemon.metrics.METRICS`).
+
+    ``lag`` is sampled here (so at scrape time); ``purges`` is only given when
+    ``[governance]`` runs a purge timer (otherwise no purge series are exported)."""
+    stats = node.statistics()
     values: dict[str, float] = {
-        k: float(v) for k, v in asdict(node.statistics()).items()
+        k: float(v) for k, v in asdict(stats).items()
         if isinstance(v, (int, float)) and not isinstance(v, bool)
     }
+    if lag is not None:
+        values["sync_lag"] = lag.observe(stats.entries_received, time.monotonic())
+    if purges is not None:
+        values.update(purges.values())
     values["peers"] = float(len(node.connected_peers()))
     values["stored_forks"] = float(len(store.forks()))
     values["uptime"] = round(time.monotonic() - started, 3)
@@ -239,9 +264,12 @@ async def run_daemon(
             check_certificate(config, identity, time.time_ns() // 1_000_000)
             with SqliteStore(config.store_path) as store, contextlib.ExitStack() as closing:
                 gov: Governance | None = None
+                purges: PurgeCounts | None = None
                 policy = build_policy(config)
                 if config.governance is not None:
-                    gov = Governance(config.governance, identity, store, system_wall_ms)
+                    purges = PurgeCounts()
+                    gov = _CountingGovernance(config.governance, identity, store,
+                                              system_wall_ms, counts=purges)
                     closing.callback(gov.close)
                     policy = gov.policy
                     gov.check_fresh()
@@ -269,7 +297,8 @@ async def run_daemon(
                         host, port = config.metrics_address
                         bound = await nursery.start(
                             serve_metrics, host, port,
-                            lambda: collect_values(node, store, started))
+                            partial(collect_values, node, store, started,
+                                    lag=SyncLagTracker(started), purges=purges))
                         metrics = f"{bound[0]}:{bound[1]}"
                     api_url: str | None = None
                     if config.api.enabled:
