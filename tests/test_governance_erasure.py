@@ -9,7 +9,9 @@ import pytest
 from governance_helpers import Clinic
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_governance_retention import _attach as attach
 
+from p2pmsg.blobs import BlobStore
 from p2pmsg.errors import DecodeError, ValidationError
 from p2pmsg.governance.audit import AuditKind, AuditLog
 from p2pmsg.governance.erasure import (
@@ -22,7 +24,9 @@ from p2pmsg.governance.erasure import (
 from p2pmsg.governance.retention import iter_entries
 from p2pmsg.identity import Identity
 from p2pmsg.messaging import RoomState, decrypt_messages
+from p2pmsg.messaging.timeline import open_epoch_keys
 from p2pmsg.store.base import PayloadState
+from p2pmsg.store.memory import MemoryStore
 from p2pmsg.store.sqlite import SqliteStore
 from p2pmsg.validate import verify_run
 
@@ -117,3 +121,29 @@ def test_shred_all_forgets_shared_epochs_too(tmp_path: Path) -> None:
 def test_tombstone_decoder_raises_only_decode_error(data: bytes) -> None:
     with contextlib.suppress(DecodeError):
         decode_tombstone(data)
+
+
+def test_erasure_deletes_the_persons_readable_attachment_blobs(tmp_path: Path) -> None:
+    c = Clinic()
+    with BlobStore(tmp_path / "blobs", durable=False) as blobs:
+        _, alice_root = attach(c, c.alice, blobs, b"ALICE-XRAY " * 400)
+        _, bob_root = attach(c, c.bob, blobs, b"BOB-LAB " * 200)
+        alice_files = {h.hex() for h in _objects_of(blobs, alice_root)}
+        assert alice_files <= {p.name for p in (blobs.path / "objects").glob("*/*")}
+        store = MemoryStore()
+        c.load(store)
+        keys = open_epoch_keys(c.world.room(c.topic).view, c.bert)
+        with AuditLog(tmp_path / "audit.db", NODE) as audit:
+            erase_person(store, [c.alice.public_key], NODE, "r", 1, 2, audit=audit,
+                         blobs=blobs, keys=keys)
+            assert audit.query(kinds=[AuditKind.ERASURE])[0].details["blobs"] == 1
+        assert blobs.roots() == [bob_root]
+        left = {p.name for p in (blobs.path / "objects").glob("*/*")}
+        assert alice_files and not alice_files & left
+        assert blobs.is_complete(bob_root)
+
+
+def _objects_of(blobs: BlobStore, root: bytes) -> list[bytes]:
+    manifest = blobs.get_manifest(root)
+    assert manifest is not None
+    return [*manifest.metadata_objects(), *manifest.chunk_hashes]

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import base64
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from governance_helpers import Clinic
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_governance_retention import _attach as attach
 
+from p2pmsg.blobs import BlobStore
 from p2pmsg.governance.audit import AuditKind, AuditLog
 from p2pmsg.governance.breach import device_exposure, node_exposure
 from p2pmsg.governance.erasure import erase_person
@@ -132,3 +137,50 @@ def test_records_of_processing_from_config() -> None:
     assert "Default: 30 days" in text and "Content written by Rehaklinik Süd: 14 days" in text
     assert "Tumorboard: kept until erased" in text and "Legal hold" in text
     assert "Art. 32" in text
+
+
+def test_export_includes_attachments_and_verification_catches_tampering(
+        tmp_path: Path) -> None:
+    c = Clinic()
+    data = b"%PDF-1.7 Befund " * 300
+    with BlobStore(tmp_path / "blobs", durable=False) as blobs:
+        msg, root = attach(c, c.alice, blobs, data)
+        store = MemoryStore()
+        c.load(store)
+        view = c.world.room(c.topic).view
+        assert "attachments" not in export_room(store, view, c.bob, now_ms=5)  # default
+        bundle = export_room(store, view, c.bob, now_ms=5, blobs=blobs)
+        person = export_person(store, [c.alice.public_key], [view], c.bob, now_ms=5,
+                               blobs=blobs)
+    for b in (bundle, person):
+        [att] = b["attachments"]
+        assert att["message"] == msg.id.hex() and att["root"] == root.hex()
+        assert base64.b64decode(att["data"]) == data and att["name"] == "scan.pdf"
+    path = tmp_path / "room.json"
+    write_bundle(bundle, path)
+    report = verify_bundle(path)
+    assert report.ok, report.problems
+    assert report.attachments == 1
+
+    def forged(change: Callable[[dict[str, Any]], None]) -> bool:
+        copy = json.loads(path.read_text())
+        change(copy["attachments"][0])
+        return verify_bundle_data(copy).ok
+
+    def flip_file(att: dict[str, Any]) -> None:
+        raw = bytearray(base64.b64decode(att["data"]))
+        raw[7] ^= 1
+        att["data"] = base64.b64encode(bytes(raw)).decode()
+
+    def flip_chunk(att: dict[str, Any]) -> None:
+        raw = bytearray(base64.b64decode(att["objects"]["chunks"][0]))
+        raw[-1] ^= 1
+        att["objects"]["chunks"][0] = base64.b64encode(bytes(raw)).decode()
+
+    def other_message(att: dict[str, Any]) -> None:
+        att["message"] = "00" * 32
+
+    assert not forged(flip_file)
+    assert not forged(flip_chunk)
+    assert not forged(other_message)
+    assert forged(lambda att: None)  # the unchanged copy still verifies

@@ -2,29 +2,44 @@
 
 from __future__ import annotations
 
+import io
+from pathlib import Path
+from typing import NoReturn
+
 import pytest
 from governance_helpers import T0, Clinic
 from hypothesis import given
 from hypothesis import strategies as st
 
+from p2pmsg.blobs import BlobStore
+from p2pmsg.blobs.format import describe
+from p2pmsg.entry import Entry
+from p2pmsg.governance.audit import AuditKind, AuditLog
 from p2pmsg.governance.retention import (
     DAY_MS,
     PayloadClass,
     PurgeCandidate,
     RetentionConfig,
+    attachment_of,
     classify_payload,
     device_orgs,
     iter_entries,
     plan_purge,
     run_purge,
 )
+from p2pmsg.identity import Identity
+from p2pmsg.messaging.compose import compose_message
+from p2pmsg.messaging.content import Attachment
+from p2pmsg.messaging.kinds import Kind
 from p2pmsg.messaging.payloads import MemberLeave, encode_room_payload
+from p2pmsg.messaging.timeline import open_epoch_keys
 from p2pmsg.store.base import PayloadState
 from p2pmsg.store.memory import MemoryStore
 from p2pmsg.validate import verify_run
 
 ROOM, OTHER = b"\x01" * 32, b"\x02" * 32
 ORG = b"\x0a" * 32
+NODE = Identity.from_seed(b"\x0b" * 32)
 
 
 def cand(n: int, topic: bytes = ROOM, age_days: float = 10,
@@ -107,3 +122,83 @@ def test_purge_on_store_keeps_headers_structure_and_verifying_logs() -> None:
     held = RetentionConfig(default_ms=7 * DAY_MS, legal_holds=frozenset({clinic.topic}))
     assert run_purge(store2, held, now, authors=authors).held == 1
     assert isinstance(store2.get_payload(old.id), bytes)
+
+
+def _attach(c: Clinic, who: Identity, blobs: BlobStore, data: bytes) -> tuple[Entry, bytes]:
+    """Import ``data`` into ``blobs`` for the clinic's room and send it as a document."""
+    manifest, key = blobs.import_file(io.BytesIO(data), len(data), org=c.a.id, room=c.topic,
+                                      chunk_size=1024)
+    w = c.world
+    w.tick()
+    content = Attachment(Kind.DOCUMENT, describe(manifest, key, "application/pdf", "scan.pdf"))
+    entry = w.append(who, c.topic, compose_message(
+        w.room(c.topic), who, content, seq=w.next_seq(who, c.topic), now_ms=w.now_ms))
+    return entry, manifest.root_hash
+
+
+def _object_files(blobs: BlobStore) -> list[Path]:
+    return sorted(p for p in (blobs.path / "objects").glob("*/*") if p.is_file())
+
+
+def test_purge_deletes_attachment_blobs_it_can_read(tmp_path: Path) -> None:
+    c = Clinic()
+    with BlobStore(tmp_path / "blobs", durable=False) as blobs:
+        old, old_root = _attach(c, c.alice, blobs, b"OLD-SCAN " * 500)
+        c.world.tick(10 * DAY_MS)
+        c.rekey(c.alice)
+        fresh, fresh_root = _attach(c, c.bob, blobs, b"NEW-SCAN " * 300)
+        store = MemoryStore()
+        c.load(store)
+        keys = open_epoch_keys(c.world.room(c.topic).view, c.bob)
+        old_files = {p.name for p in _object_files(blobs)} - {
+            h.hex() for h in (blobs.get_manifest(fresh_root) or _no()).metadata_objects()
+        } - {h.hex() for h in (blobs.get_manifest(fresh_root) or _no()).chunk_hashes}
+        assert old_files  # the old blob's files are on disk before the purge
+
+        # without keys (a relay) nothing is known about the blob: it stays
+        cfg = RetentionConfig(default_ms=5 * DAY_MS)
+        relay_store = MemoryStore()
+        c.load(relay_store)
+        plan = run_purge(relay_store, cfg, c.world.now_ms, authors={}, blobs=blobs)
+        assert plan.blobs_deleted == 0 and blobs.roots() == sorted([old_root, fresh_root])
+
+        with AuditLog(tmp_path / "audit.db", NODE) as audit:
+            plan = run_purge(store, cfg, c.world.now_ms, authors={}, audit=audit,
+                             blobs=blobs, keys=keys)
+            rec = audit.query(kinds=[AuditKind.PURGE])[0]
+        assert old.id in plan.erase_ids() and fresh.id not in plan.erase_ids()
+        assert plan.blobs_deleted == 1 and rec.details["blobs"] == 1
+        assert blobs.roots() == [fresh_root]
+        left = {p.name for p in _object_files(blobs)}
+        assert not old_files & left
+        out = io.BytesIO()
+        blobs.export(fresh_root, _key_of(store, fresh, keys), out)
+        assert out.getvalue() == b"NEW-SCAN " * 300
+
+
+def test_purge_never_deletes_another_rooms_blob(tmp_path: Path) -> None:
+    c = Clinic()
+    with BlobStore(tmp_path / "blobs", durable=False) as blobs:
+        _, root = _attach(c, c.alice, blobs, b"x" * 100)
+        # re-register the blob under another room: the message no longer owns it
+        manifest = blobs.get_manifest(root) or _no()
+        blobs.delete_blob(root)
+        blobs.add_manifest(manifest, org=c.a.id, room=OTHER)
+        store = MemoryStore()
+        c.load(store)
+        keys = open_epoch_keys(c.world.room(c.topic).view, c.bob)
+        plan = run_purge(store, RetentionConfig(default_ms=0), c.world.now_ms + 1,
+                         authors={}, blobs=blobs, keys=keys)
+        assert plan.erase and plan.blobs_deleted == 0 and blobs.roots() == [root]
+
+
+def _no() -> NoReturn:
+    raise AssertionError("expected a value")
+
+
+def _key_of(store: MemoryStore, entry: Entry, keys: dict[bytes, bytes]) -> bytes:
+    payload = store.get_payload(entry.id)
+    assert isinstance(payload, bytes)
+    desc = attachment_of(entry, payload, keys)
+    assert desc is not None
+    return desc.file_key

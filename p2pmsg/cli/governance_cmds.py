@@ -13,6 +13,7 @@ export bundle file itself (mode 0600), which is the point of an export.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import sys
@@ -22,6 +23,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from ..blobs import BlobStore
 from ..daemon.config import ConfigError, DaemonConfig, parse_key_hex
 from ..daemon.governance import (
     GovernanceConfig,
@@ -271,6 +273,12 @@ def _reader(args: argparse.Namespace) -> Identity | None:
     return load_identity(args.reader_key) if args.reader_key else None
 
 
+def _open_blobs(config: DaemonConfig) -> contextlib.AbstractContextManager[BlobStore | None]:
+    """The node's BlobStore (data_dir/blobs) if it exists, for attachment export."""
+    path = config.data_dir / "blobs"
+    return BlobStore(path) if path.is_dir() else contextlib.nullcontext()
+
+
 def cmd_export_room(config: DaemonConfig, args: argparse.Namespace) -> int:
     _gov(config)
     topic = config.topic_by_name(args.topic)
@@ -279,7 +287,8 @@ def cmd_export_room(config: DaemonConfig, args: argparse.Namespace) -> int:
         view = next((v for v in views if v.topic == topic), None)
         if view is None:
             raise StoreError(f"no room with topic {topic.hex()[:16]} is stored on this node")
-        bundle = export_room(store, view, _reader(args), _now_ms())
+        with _open_blobs(config) as blobs:
+            bundle = export_room(store, view, _reader(args), _now_ms(), blobs=blobs)
     with _open_audit(config) as audit:
         write_bundle(bundle, args.out, audit=audit, request_ref=args.request)
     print(f"room export: {len(bundle['entries'])} entries, {len(bundle['messages'])} messages "
@@ -292,7 +301,9 @@ def cmd_export_person(config: DaemonConfig, args: argparse.Namespace) -> int:
     devices = _devices(args.device)
     with _open_store(config) as store:
         _, views = _views(config, store)
-        bundle = export_person(store, devices, views, _reader(args), _now_ms())
+        with _open_blobs(config) as blobs:
+            bundle = export_person(store, devices, views, _reader(args), _now_ms(),
+                                   blobs=blobs)
     with _open_audit(config) as audit:
         write_bundle(bundle, args.out, audit=audit, request_ref=args.request)
     print(f"person export: {len(bundle['entries'])} entries, {len(bundle['messages'])} messages "

@@ -28,26 +28,31 @@ person -> devices from its directory; p2pmsg never stores names of persons).
    :func:`verify_tombstone`.
 4. **audit** — one ERASURE record with counts and the tombstone digest.
 
-Attachment blobs (p2pmsg.blobs) are not deleted here yet; their per-file keys are
-inside the erased SEALED payloads. Redaction does delete them
-(:mod:`.redaction`).
+**Attachment blobs**: given a ``blobs`` store and epoch ``keys``, the blob of every
+erased attachment message those keys open is deleted too (if registered under
+the message's room), before the payload — the per-file key lives only there.
+Blobs of messages this node cannot decrypt stay: the blob store records the
+uploading organisation and room, not the device, so it cannot tell whose they
+are; their per-file keys are gone with the erased payloads (crypto-shredding),
+and the room's retention or ``BlobStore.purge_room`` removes them (docs/gdpr.md).
 """
 
 from __future__ import annotations
 
 import enum
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from .. import _cbor
+from ..blobs import BlobStore
 from ..errors import DecodeError, Reason, ValidationError
 from ..identity import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, Domain, Identity, verify
 from ..messaging.payloads import Sealed, decode_room_payload
 from ..store.base import Store
 from .audit import AuditKind, AuditLog
-from .retention import PayloadClass, classify_payload, iter_entries
+from .retention import PayloadClass, classify_payload, delete_attachment, iter_entries
 
 __all__ = [
     "EpochSecretStore",
@@ -192,8 +197,14 @@ def erase_person(  # noqa: PLR0917 - all required, distinct roles
     secrets: EpochSecretStore | None = None,
     shred: ShredScope = ShredScope.EXCLUSIVE,
     audit: AuditLog | None = None,
+    blobs: BlobStore | None = None,
+    keys: Mapping[bytes, bytes] | None = None,
 ) -> Tombstone:
-    """Erase the content written by ``devices`` on this node; return the signed tombstone."""
+    """Erase the content written by ``devices`` on this node; return the signed tombstone.
+
+    With ``blobs`` and ``keys`` (epoch id -> AEAD key), the attachment blobs of the
+    erased messages those keys open are deleted too (counted in the audit record).
+    """
     subject = tuple(sorted(set(devices)))
     if not subject or any(len(d) != PUBLIC_KEY_SIZE for d in subject):
         raise ValueError("give at least one 32-byte device key")
@@ -203,12 +214,15 @@ def erase_person(  # noqa: PLR0917 - all required, distinct roles
     erased: list[bytes] = []
     used_epochs: set[bytes] = set()
     still_needed: set[bytes] = set()
+    blobs_deleted = 0
     for entry in iter_entries(store):
         payload = store.get_payload(entry.id)
         if not isinstance(payload, bytes):
             continue
         epoch = _sealed_epoch(payload)
         if entry.author in wanted and classify_payload(payload) is not PayloadClass.STRUCTURE:
+            if blobs is not None and keys and delete_attachment(blobs, entry, payload, keys):
+                blobs_deleted += 1
             store.erase_payload(entry.id)
             erased.append(entry.id)
             if epoch is not None:
@@ -225,7 +239,7 @@ def erase_person(  # noqa: PLR0917 - all required, distinct roles
     if audit is not None:
         audit.append(AuditKind.ERASURE, now_ms, request=request_ref,
                      devices=[d.hex() for d in subject], erased=len(erased),
-                     shredded=len(shredded),
+                     shredded=len(shredded), blobs=blobs_deleted,
                      kept_epochs=len(used_epochs - set(shredded)),
                      tombstone=stone.digest().hex())
     return stone

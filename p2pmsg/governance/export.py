@@ -7,7 +7,10 @@ A bundle is one JSON document::
      "entries":  [{"id": hex, "entry": hex of the signed wire bytes,
                    "payload": hex | null, "payload_state": "present"|"missing"|"erased"}],
      "messages": [{"id", "author", "org", "timestamp", "status", "content": {...}|null,
-                   "redacted_by"}]}
+                   "redacted_by"}],
+     "attachments": [{"message": hex, "root": hex, "name", "mime", "size",
+                      "data": base64 of the plaintext file,
+                      "objects": {"root": b64, "pages": [b64], "chunks": [b64]}}]}
 
 ``entries`` are the signed headers (and payloads where present) that prove the
 messages: :func:`verify_bundle` checks, with no node and no keys, that every entry
@@ -16,8 +19,16 @@ entries of a log are hash-linked, that every present payload matches its header'
 hash, and that every message names an entry of the bundle by an author that signed
 it. ``messages`` hold what *this* node could decrypt (it needs the member device's
 identity, or the epoch keys); they are plaintext — the bundle is personal data and
-must be handed over through a protected channel. Attachments are not stored by this
-version and so are not exported.
+must be handed over through a protected channel.
+
+``attachments`` (present when a ``blobs`` store is given) hold, for every exported
+attachment message whose blob is complete on this node and opens with its
+descriptor's key, the plaintext file **and** the encrypted blob objects:
+:func:`verify_bundle` checks that the objects hash to the descriptor's
+``content_hash`` (the blob root), and that decrypting them with the descriptor's
+``file_key`` gives exactly the exported file — so a changed file, object or
+descriptor is reported. Files are held in memory (base64); attachments are bounded
+by ``BlobStore.max_file_size``.
 
 Build with :func:`export_room` or :func:`export_person`, write with
 :func:`write_bundle` (records an EXPORT audit event), check with
@@ -26,6 +37,8 @@ Build with :func:`export_room` or :func:`export_person`, write with
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import os
 from collections.abc import Iterable, Mapping
@@ -33,10 +46,12 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
+from ..blobs import BlobStore
+from ..blobs.format import Manifest, decrypt_chunk, hash_object
 from ..entry import Entry, decode_entry
-from ..errors import ValidationError
+from ..errors import DecodeError, StoreError, ValidationError
 from ..identity import Identity
-from ..messaging.content import Content
+from ..messaging.content import Attachment, Content
 from ..messaging.room import RoomView
 from ..messaging.timeline import Message, decrypt_timeline
 from ..store.base import PayloadState, Store
@@ -88,26 +103,71 @@ def _message_record(m: Message) -> dict[str, Any]:
             "redacted_by": m.redacted_by.hex() if m.redacted_by is not None else None}
 
 
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _attachment_record(blobs: BlobStore, m: Message, topic: bytes) -> dict[str, Any] | None:
+    """The file and blob objects of an attachment message, or None (blob absent,
+    incomplete, of another room, or not opened by the descriptor's key)."""
+    if not isinstance(m.content, Attachment):
+        return None
+    desc = m.content.descriptor
+    root = desc.content_hash
+    try:
+        if blobs.room_of(root) != topic or blobs.missing(root):
+            return None
+        manifest = blobs.get_manifest(root)
+        if manifest is None:
+            return None
+        chunks = [blobs.get(h) for h in manifest.chunk_hashes]
+        present = [c for c in chunks if c is not None]
+        if len(present) != len(chunks):
+            return None
+        plain = b"".join(decrypt_chunk(manifest, desc.file_key, i, c)
+                         for i, c in enumerate(present))
+    except (StoreError, ValidationError):
+        return None
+    return {"message": m.id.hex(), "root": root.hex(), "name": desc.name, "mime": desc.mime,
+            "size": desc.size, "data": _b64(plain),
+            "objects": {"root": _b64(manifest.root),
+                        "pages": [_b64(p) for p in manifest.pages],
+                        "chunks": [_b64(c) for c in present]}}
+
+
+def _attachments(blobs: BlobStore | None, messages: Iterable[tuple[Message, bytes]],
+                 ) -> list[dict[str, Any]]:
+    if blobs is None:
+        return []
+    records = (_attachment_record(blobs, m, topic) for m, topic in messages)
+    return [r for r in records if r is not None]
+
+
 def export_room(
     store: Store,
     view: RoomView,
     reader: Identity | None,
     now_ms: int,
     keys: Mapping[bytes, bytes] | None = None,
+    *,
+    blobs: BlobStore | None = None,
 ) -> dict[str, Any]:
     """Bundle of a room: every stored entry of the topic and the messages ``reader`` sees.
 
     ``reader`` is a member device's identity (or None with explicit epoch ``keys``,
-    or neither: headers only).
+    or neither: headers only). With ``blobs``, readable attachments are included.
     """
     entries = [_entry_record(store, e) for e in iter_entries(store, [view.topic])]
-    messages: list[dict[str, Any]] = []
+    shown: list[Message] = []
     if reader is not None or keys is not None:
         ident = reader if reader is not None else Identity.generate()
-        timeline = decrypt_timeline(view, ident, keys)
-        messages = [_message_record(m) for m in timeline.messages]
-    return {"format": BUNDLE_FORMAT, "scope": "room", "created_ms": now_ms,
-            "topic": view.topic.hex(), "devices": [], "entries": entries, "messages": messages}
+        shown = list(decrypt_timeline(view, ident, keys).messages)
+    bundle = {"format": BUNDLE_FORMAT, "scope": "room", "created_ms": now_ms,
+              "topic": view.topic.hex(), "devices": [], "entries": entries,
+              "messages": [_message_record(m) for m in shown]}
+    if blobs is not None:
+        bundle["attachments"] = _attachments(blobs, ((m, view.topic) for m in shown))
+    return bundle
 
 
 def export_person(
@@ -116,18 +176,26 @@ def export_person(
     views: Iterable[RoomView],
     reader: Identity | None,
     now_ms: int,
+    *,
+    blobs: BlobStore | None = None,
 ) -> dict[str, Any]:
-    """Bundle of everything authored by ``devices`` in any topic on this node."""
+    """Bundle of everything authored by ``devices`` in any topic on this node.
+
+    With ``blobs``, the attachments of their readable messages are included.
+    """
     wanted = set(devices)
     entries = [_entry_record(store, e) for e in iter_entries(store) if e.author in wanted]
-    messages: list[dict[str, Any]] = []
+    shown: list[tuple[Message, bytes]] = []
     if reader is not None:
         for view in views:
-            messages += [_message_record(m) for m in decrypt_timeline(view, reader).messages
-                         if m.author in wanted]
-    return {"format": BUNDLE_FORMAT, "scope": "person", "created_ms": now_ms, "topic": None,
-            "devices": sorted(d.hex() for d in wanted), "entries": entries,
-            "messages": messages}
+            shown += [(m, view.topic) for m in decrypt_timeline(view, reader).messages
+                      if m.author in wanted]
+    bundle = {"format": BUNDLE_FORMAT, "scope": "person", "created_ms": now_ms, "topic": None,
+              "devices": sorted(d.hex() for d in wanted), "entries": entries,
+              "messages": [_message_record(m) for m, _ in shown]}
+    if blobs is not None:
+        bundle["attachments"] = _attachments(blobs, shown)
+    return bundle
 
 
 def write_bundle(
@@ -145,7 +213,7 @@ def write_bundle(
         audit.append(AuditKind.EXPORT, int(bundle["created_ms"]), scope=str(bundle["scope"]),
                      topic=bundle.get("topic"), devices=list(bundle.get("devices", [])),
                      entries=len(bundle["entries"]), messages=len(bundle["messages"]),
-                     request=request_ref)
+                     attachments=len(bundle.get("attachments", [])), request=request_ref)
 
 
 @dataclass
@@ -156,6 +224,7 @@ class BundleReport:
     payloads_checked: int = 0
     links_checked: int = 0
     messages: int = 0
+    attachments: int = 0
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -199,6 +268,7 @@ def verify_bundle_data(data: Any) -> BundleReport:
             report.links_checked += 1
         except ValidationError as exc:
             report.problems.append(f"entry {entry.id.hex()[:16]}: {exc}")
+    by_message: dict[str, Any] = {}
     for index, msg in enumerate(messages):
         try:
             entry = by_id.get(bytes.fromhex(msg["id"]))
@@ -212,7 +282,50 @@ def verify_bundle_data(data: Any) -> BundleReport:
             report.problems.append(f"message {index}: author differs from the signed entry")
         else:
             report.messages += 1
+            by_message[msg["id"]] = msg
+    attachments = data.get("attachments", [])
+    if not isinstance(attachments, list):
+        report.problems.append("bundle attachments is not a list")
+        return report
+    for index, rec in enumerate(attachments):
+        problem = _check_attachment(rec, by_message)
+        if problem is None:
+            report.attachments += 1
+        else:
+            report.problems.append(f"attachment {index}: {problem}")
     return report
+
+
+def _check_attachment(rec: Any, by_message: Mapping[str, Any]) -> str | None:
+    """None if the file is what its message's descriptor names, else the problem."""
+    try:
+        msg = by_message.get(rec["message"])
+        desc = msg["content"]["descriptor"] if msg is not None else None
+        if desc is None:
+            return "its message is not a verified message of the bundle"
+        root = bytes.fromhex(desc["content_hash"])
+        key = bytes.fromhex(desc["file_key"])
+        data = base64.b64decode(rec["data"], validate=True)
+        objects = rec["objects"]
+        manifest = Manifest.from_objects(
+            base64.b64decode(objects["root"], validate=True),
+            [base64.b64decode(p, validate=True) for p in objects["pages"]])
+        chunks = [base64.b64decode(c, validate=True) for c in objects["chunks"]]
+    except (TypeError, KeyError, ValueError, AttributeError, binascii.Error,
+            DecodeError, ValidationError):
+        return "malformed"
+    if manifest.root_hash != root or rec.get("root") != root.hex():
+        return "blob objects do not hash to the descriptor's content hash"
+    if len(chunks) != len(manifest.chunk_hashes) or any(
+            hash_object(c) != h for c, h in zip(chunks, manifest.chunk_hashes, strict=False)):
+        return "a blob chunk does not match its manifest"
+    try:
+        plain = b"".join(decrypt_chunk(manifest, key, i, c) for i, c in enumerate(chunks))
+    except (ValidationError, ValueError):
+        return "the blob does not decrypt with the descriptor's key"
+    if plain != data or len(data) != desc.get("size"):
+        return "the file differs from the decrypted blob"
+    return None
 
 
 def _check_record(rec: Any, index: int, report: BundleReport) -> Entry | None:

@@ -29,8 +29,13 @@ Purge is **local**: it erases this node's copy and never tells a peer to delete
 
 :func:`collect_candidates` reads them from a :class:`~p2pmsg.store.base.Store` and
 :func:`run_purge` plans, erases (``store.erase_payload``, secure delete on
-SqliteStore) and writes one audit record per room. Attachment blobs
-(p2pmsg.blobs) are not purged here yet (``BlobStore.purge_room`` exists).
+SqliteStore) and writes one audit record per room. Given a ``blobs`` store and
+epoch ``keys``, it also deletes the **attachment blob** of every purged message it
+can decrypt (:func:`attachment_of`), provided the blob is registered under the
+same room; the count is in :attr:`PurgePlan.blobs_deleted` and the PURGE record.
+A node that cannot decrypt (a relay) cannot tell which blob a message names, and
+the blob store keeps no registration time, so such blobs stay until the room's
+blobs are purged (``BlobStore.purge_room``) — docs/gdpr.md.
 """
 
 from __future__ import annotations
@@ -38,14 +43,18 @@ from __future__ import annotations
 import enum
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .. import _cbor
+from ..blobs import BlobStore
 from ..entry import MAX_PAYLOAD_SIZE, Entry
-from ..errors import DecodeError
+from ..errors import DecodeError, ValidationError
 from ..hlc import physical_ms
+from ..messaging.content import Attachment, AttachmentDescriptor, decode_content
+from ..messaging.crypto import decrypt_for_entry
 from ..messaging.kinds import CONTROL_KINDS, Kind
 from ..messaging.org import OrgState
+from ..messaging.payloads import Sealed, decode_room_payload
 from ..store.base import Store
 from .audit import AuditKind, AuditLog
 
@@ -54,8 +63,10 @@ __all__ = [
     "PurgeCandidate",
     "PurgePlan",
     "RetentionConfig",
+    "attachment_of",
     "classify_payload",
     "collect_candidates",
+    "delete_attachment",
     "device_orgs",
     "iter_entries",
     "plan_purge",
@@ -132,6 +143,8 @@ class PurgePlan:
     """Payloads due but in a room under legal hold."""
     kept_structure: int = 0
     kept_unknown: int = 0
+    blobs_deleted: int = 0
+    """Attachment blobs :func:`run_purge` deleted with the payloads (0 from the planner)."""
 
     def erase_ids(self) -> list[bytes]:
         return [c.entry_id for c in self.erase]
@@ -187,6 +200,40 @@ def collect_candidates(
     return out
 
 
+def attachment_of(
+    entry: Entry, payload: bytes, keys: Mapping[bytes, bytes]
+) -> AttachmentDescriptor | None:
+    """The attachment descriptor of a SEALED payload, if ``keys`` (epoch id -> AEAD
+    key, :func:`~p2pmsg.messaging.timeline.open_epoch_keys`) open it; else None."""
+    try:
+        sealed = decode_room_payload(payload)
+    except DecodeError:
+        return None
+    if not isinstance(sealed, Sealed) or sealed.epoch not in keys:
+        return None
+    h = entry.header
+    try:
+        content = decode_content(
+            decrypt_for_entry(keys[sealed.epoch], h.topic, h.author, h.seq, sealed))
+    except (ValidationError, DecodeError):
+        return None
+    return content.descriptor if isinstance(content, Attachment) else None
+
+
+def delete_attachment(
+    blobs: BlobStore, entry: Entry, payload: bytes, keys: Mapping[bytes, bytes]
+) -> bool:
+    """Delete the blob ``payload`` names if it is registered under the entry's room.
+
+    The room check stops a message from naming (and so deleting) another room's blob.
+    """
+    desc = attachment_of(entry, payload, keys)
+    if desc is None or blobs.room_of(desc.content_hash) != entry.header.topic:
+        return False
+    blobs.delete_blob(desc.content_hash)
+    return True
+
+
 def run_purge(
     store: Store,
     config: RetentionConfig,
@@ -194,16 +241,33 @@ def run_purge(
     *,
     authors: Mapping[bytes, bytes],
     audit: AuditLog | None = None,
+    blobs: BlobStore | None = None,
+    keys: Mapping[bytes, bytes] | None = None,
 ) -> PurgePlan:
-    """Plan and execute a purge on ``store``; one PURGE audit record per room touched."""
+    """Plan and execute a purge on ``store``; one PURGE audit record per room touched.
+
+    With ``blobs`` and ``keys`` (epoch id -> AEAD key, any rooms), the attachment
+    blobs of purged messages those keys open are deleted too.
+    """
     plan = plan_purge(collect_candidates(store, authors), config, now_ms)
     per_topic: Counter[bytes] = Counter()
+    blobs_per_topic: Counter[bytes] = Counter()
+    entries = ({e.id: e for e in iter_entries(store, {c.topic for c in plan.erase})}
+               if blobs is not None and keys and plan.erase else {})
     for c in plan.erase:
+        payload = store.get_payload(c.entry_id)
+        entry = entries.get(c.entry_id)
+        if (blobs is not None and keys and entry is not None and isinstance(payload, bytes)
+                and delete_attachment(blobs, entry, payload, keys)):
+            blobs_per_topic[c.topic] += 1
         if store.erase_payload(c.entry_id):
             per_topic[c.topic] += 1
+    plan = replace(plan, blobs_deleted=sum(blobs_per_topic.values()))
     if audit is not None:
-        for topic, count in sorted(per_topic.items()):
-            audit.append(AuditKind.PURGE, now_ms, topic=topic.hex(), erased=count)
+        for topic in sorted(set(per_topic) | set(blobs_per_topic)):
+            extra = {"blobs": blobs_per_topic[topic]} if blobs is not None else {}
+            audit.append(AuditKind.PURGE, now_ms, topic=topic.hex(), erased=per_topic[topic],
+                         **extra)
         if plan.held:
             audit.append(AuditKind.LEGAL_HOLD, now_ms, held=plan.held,
                          rooms=sorted(t.hex() for t in config.legal_holds))
