@@ -61,10 +61,11 @@ Open with ``with SqliteStore(path) as store:`` (or call :meth:`~SqliteStore.clos
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -659,17 +660,11 @@ class SqliteStore:
         first, second = proof.first, proof.second
         author, topic = first.log_id
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with _immediate(conn):
                 cursor = conn.execute(
                     _SQL_INSERT_FORK,
                     (author, topic, first.id, second.id, first.to_bytes(), second.to_bytes()),
                 )
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
         except sqlite3.Error as exc:
             raise _translate(exc, self.path, "record_fork failed") from exc
         return cursor.rowcount == 1
@@ -687,18 +682,12 @@ class SqliteStore:
         conn = self._db()
         author, topic = record.entry.log_id
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with _immediate(conn):
                 cursor = conn.execute(
                     "INSERT OR IGNORE INTO misbehaviour (kind, author, topic, peer, entry)"
                     " VALUES (?, ?, ?, ?, ?)",
                     (record.kind, author, topic, record.peer_id, record.entry.to_bytes()),
                 )
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
         except sqlite3.Error as exc:
             raise _translate(exc, self.path, "record_misbehaviour failed") from exc
         return cursor.rowcount == 1
@@ -856,12 +845,21 @@ def _inspect(conn: sqlite3.Connection, path: Path) -> bool:
 
 def _create_schema(conn: sqlite3.Connection) -> None:
     """Create every table and stamp the file as ours, in one transaction."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with _immediate(conn):
         for statement in _SCHEMA:
             conn.execute(statement)
         conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+@contextlib.contextmanager
+def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction: BEGIN IMMEDIATE, COMMIT on success, ROLLBACK on any error.
+
+    COMMIT is what makes the write durable (synchronous=FULL fsyncs the WAL there)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
