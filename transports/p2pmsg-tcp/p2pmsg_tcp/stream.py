@@ -20,7 +20,9 @@ at a time and only when everything decrypted so far has been handed out.
 
 from __future__ import annotations
 
+import contextlib
 import operator
+from collections.abc import Iterator
 
 import trio
 
@@ -78,11 +80,8 @@ class TcpPeerStream(PeerStream):
             trio.ClosedResourceError: the stream was closed or ``send_eof`` was called.
             trio.BrokenResourceError: the connection was lost.
         """
-        if self._sending:
-            raise trio.BusyResourceError("another task is sending on this stream")
-        self._sending = True
-        try:
-            if self._closed or self._encoder.finished:
+        with self._sender():
+            if self._encoder.finished:
                 raise trio.ClosedResourceError("stream closed for sending")
             view = memoryview(data)
             if not view:
@@ -92,33 +91,30 @@ class TcpPeerStream(PeerStream):
                 await self.socket_stream.send_all(
                     self._encoder.encode(view[start : start + SEND_BATCH])
                 )
-        finally:
-            self._sending = False
 
     async def wait_send_all_might_not_block(self) -> None:
-        if self._sending:
-            raise trio.BusyResourceError("another task is sending on this stream")
-        self._sending = True
-        try:
-            if self._closed:
-                raise trio.ClosedResourceError("stream closed")
+        with self._sender():
             await self.socket_stream.wait_send_all_might_not_block()
-        finally:
-            self._sending = False
 
     async def send_eof(self) -> None:
         """Send the authenticated end-of-stream record and half-close TCP. Idempotent."""
-        if self._sending:
-            raise trio.BusyResourceError("another task is sending on this stream")
-        self._sending = True
-        try:
-            if self._closed:
-                raise trio.ClosedResourceError("stream closed")
+        with self._sender():
             if self._encoder.finished:
                 await trio.lowlevel.checkpoint()
                 return
             await self.socket_stream.send_all(self._encoder.encode_final())
             await self.socket_stream.send_eof()
+
+    @contextlib.contextmanager
+    def _sender(self) -> Iterator[None]:
+        """Hold the send side: one sending task at a time, never after close."""
+        if self._sending:
+            raise trio.BusyResourceError("another task is sending on this stream")
+        self._sending = True
+        try:
+            if self._closed:
+                raise trio.ClosedResourceError("stream closed")
+            yield
         finally:
             self._sending = False
 
