@@ -55,7 +55,7 @@ def test_round_trip_small_chunks(size: int) -> None:
 
 
 def test_round_trip_default_chunk_size_several_mb() -> None:
-    data = os.urandom(3 * DEFAULT_CHUNK_SIZE * 4 + 12345)  # ~3 MB, 13 chunks
+    data = os.urandom(12 * DEFAULT_CHUNK_SIZE + 12345)  # 13 chunks (~12.6 MB at 1 MiB)
     blob = encrypt_blob(data)
     assert blob.manifest.chunk_size == DEFAULT_CHUNK_SIZE
     assert blob.manifest.chunk_count == 13

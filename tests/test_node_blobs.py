@@ -245,3 +245,74 @@ async def test_cut_transfer_resumes_from_same_peer_after_heal_and_redial(
         assert export(b, root, key) == data
         assert a.statistics().blob_objects_served - served_at_cut == len(missing_at_cut)
         nursery.cancel_scope.cancel()
+
+
+def durable(cfg: NodeConfig, path: Path) -> NodeConfig:
+    cfg.blob_store = BlobStore(path)  # fsync: the node syncs in a worker thread
+    return cfg
+
+
+async def test_real_clock_worker_thread_stores_and_cuts_off(tmp_path: Path) -> None:
+    # Real time and durable stores: each batch's fsync runs in a worker thread
+    # (under a MockClock, as in the tests above, the node does it inline).
+    net = MemoryNetwork()
+    data = os.urandom(3 * 1024 * 1024 + 5)
+    async with trio.open_nursery() as nursery:
+        a = await start(nursery, with_blobs(config(net, "a"), tmp_path / "a"))
+        manifest, key = await a.put_blob(data, ROOM)
+        b = await start(nursery, durable(config(net, "b", peers=("a",)), tmp_path / "b"))
+        seen: list[int] = []
+        with trio.fail_after(30):
+            await b.fetch_blob(manifest.root_hash, ROOM, progress=lambda d, t: seen.append(d))
+        assert export(b, manifest.root_hash, key) == data
+        assert seen[-1] == len(data) and seen == sorted(seen)
+        assert b.statistics().blob_chunks_received == manifest.chunk_count
+        assert a.blob_store is not None
+        corrupt_chunks(a.blob_store, manifest.chunk_hashes[1:2])
+        c = await start(nursery, durable(config(net, "c", peers=("a",)), tmp_path / "c"))
+        with trio.fail_after(30), pytest.raises(BlobUnavailableError):
+            await c.fetch_blob(manifest.root_hash, ROOM)
+        assert c.statistics().protocol_errors >= 1
+        assert c.blob_store is not None
+        assert not c.blob_store.have(manifest.chunk_hashes[1])
+        assert 1 in c.blob_store.missing(manifest.root_hash)
+        nursery.cancel_scope.cancel()
+
+
+async def test_shared_fetch_completes_after_first_caller_is_cancelled(
+        autojump_clock: trio.testing.MockClock, tmp_path: Path) -> None:
+    # The fetch tasks themselves store the received chunks: a second caller of the
+    # same blob must keep doing so when the first one is cancelled mid-transfer.
+    net = MemoryNetwork()
+    data = os.urandom(6 * 1024 * 1024 + 7)
+    async with trio.open_nursery() as nursery:
+        a = await start(nursery, with_blobs(config(net, "a"), tmp_path / "a"))
+        manifest, key = await a.put_blob(data, ROOM)
+        b = await start(nursery, with_blobs(config(net, "b", peers=("a",)), tmp_path / "b"))
+        assert b.blob_store is not None
+        store_b = b.blob_store
+        first = trio.CancelScope()
+        done = trio.Event()
+        left: list[int] = []
+
+        async def second_fetch() -> None:
+            await b.fetch_blob(manifest.root_hash, ROOM)
+            done.set()
+
+        def progress(d: int, t: int) -> None:
+            if d and not left:  # the first batch is stored: hand over, then cancel
+                left.append(len(store_b.missing(manifest.root_hash)))
+                nursery.start_soon(second_fetch)
+                first.cancel()
+
+        async def first_fetch() -> None:
+            with first:
+                await b.fetch_blob(manifest.root_hash, ROOM, progress=progress)
+
+        nursery.start_soon(first_fetch)
+        with trio.fail_after(60):
+            await done.wait()
+        assert left and left[0] > 0  # the first caller was cancelled mid-transfer
+        assert first.cancelled_caught
+        assert export(b, manifest.root_hash, key) == data
+        nursery.cancel_scope.cancel()

@@ -25,7 +25,12 @@ A resumed fetch after a broken connection is the same call on a fresh pair.
 *Flow control* is credit by request: a requester never has more than
 ``TransferConfig.window`` bytes (exact chunk/page sizes from the manifest; roots
 count :data:`~.format.MAX_ROOT_SIZE`) nor :data:`~.wire.MAX_REQUEST_HASHES` objects
-requested and unanswered. A server answers only what was requested: an object never
+requested and unanswered. With ``TransferConfig.hold_chunks`` a received chunk keeps
+its credit until the caller stores it and calls :meth:`~BlobTransfer.release`, so
+the window bounds requested + unstored bytes (the node does this); with
+``verify_chunks=False`` the caller hashes chunks (e.g. while writing them) and
+calls :meth:`~BlobTransfer.reject_chunk` on a mismatch, which cuts the peer off as
+below. A server answers only what was requested: an object never
 requested, with the wrong length, or not hashing to its claimed address is a
 :class:`RemoteProtocolError` (``unsolicited`` / ``hash_mismatch``) — the session is
 cut off and the object is never reported, so it is never stored. A requester
@@ -102,6 +107,18 @@ class TransferConfig:
     """Bytes of objects we may have requested and not yet received (our memory bound)."""
     max_file_size: int = DEFAULT_MAX_FILE_SIZE
     """Manifests describing larger files are refused (``FetchFailed("too_large")``)."""
+    verify_chunks: bool = True
+    """Hash each chunk here before reporting it. False: chunks are checked for being
+    requested and their exact length only and reported with
+    ``ChunkReceived.verified=False``; the caller must hash each one before storing
+    it (``BlobStore.write_chunks`` does, e.g. in a worker thread) and call
+    :meth:`BlobTransfer.reject_chunk` on a mismatch, which cuts the peer off exactly
+    as a mismatch found here would. Roots and pages are always hashed here."""
+    hold_chunks: bool = False
+    """Chunk bytes stay counted against ``window`` after :class:`ChunkReceived` until
+    the caller calls :meth:`BlobTransfer.release` (once stored): the window then
+    bounds requested + received-but-unstored bytes together, so a slow disk slows
+    the requests instead of growing memory."""
 
     def __post_init__(self) -> None:
         if self.window < MAX_OBJECT_SIZE:
@@ -170,6 +187,8 @@ class ChunkReceived:
     index: int
     hash: bytes
     data: bytes = field(repr=False)
+    verified: bool = True
+    """False with ``TransferConfig.verify_chunks=False``: hash it before storing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,7 +244,9 @@ class TransferStatistics:
     objects_received: int = 0
     objects_sent: int = 0
     in_flight: int = 0
-    """Bytes requested and not yet received (<= window)."""
+    """Bytes requested and not yet received (``in_flight + held <= window``)."""
+    held: int = 0
+    """Chunk bytes received and not yet released (``TransferConfig.hold_chunks``)."""
     max_in_flight: int = 0
     requested: int = 0
     """Objects requested in this session."""
@@ -275,7 +296,9 @@ class BlobTransfer:
         self.stats = TransferStatistics()
         self._decoder = FrameDecoder()
         self._events: deque[Event] = deque()
-        self._out = bytearray()
+        self._out: list[bytes] = []
+        """Frames to send, joined once by :meth:`data_to_send` (no growing bytearray:
+        its resizes cost more than the framing itself)."""
         self._closed = False
         self._hello_received = False
         self._fetches: dict[bytes, _Fetch] = {}
@@ -290,14 +313,19 @@ class BlobTransfer:
         return self._closed
 
     def _queue_message(self, msg: Message) -> None:
-        frame = encode_frame(msg.encode())
-        self._out += frame
+        frame = msg.encode_frame() if isinstance(msg, Data) else encode_frame(msg.encode())
+        self._out.append(frame)
         self.stats.bytes_sent += len(frame)
 
     def data_to_send(self) -> bytes:
         """Bytes to write to the peer now (drains the buffer)."""
-        out = bytes(self._out)
-        self._out.clear()
+        out, self._out = self._out, []
+        return out[0] if len(out) == 1 else b"".join(out)
+
+    def frames_to_send(self) -> list[bytes]:
+        """:meth:`data_to_send` as the list of whole frames, not joined (drains the
+        buffer): a caller that copies them on anyway saves one copy of each chunk."""
+        out, self._out = self._out, []
         return out
 
     def next_event(self) -> Event | None:
@@ -312,8 +340,14 @@ class BlobTransfer:
         Raises :class:`LocalProtocolError` for misuse (a fetch already running for
         that root, answering a hash that was not requested, bad arguments).
         """
+        self.apply(command)
+        return self.data_to_send()
+
+    def apply(self, command: Command) -> None:
+        """:meth:`send` without draining: take the output with :meth:`data_to_send`
+        or :meth:`frames_to_send`."""
         if self._closed:
-            return b""
+            return
         if isinstance(command, Fetch):
             self._start_fetch(command)
         elif isinstance(command, SendObjects):
@@ -322,7 +356,6 @@ class BlobTransfer:
             self._close_local(command.reason)
         else:  # pragma: no cover - typing makes this unreachable
             raise LocalProtocolError(f"unknown command {command!r}")
-        return self.data_to_send()
 
     def _start_fetch(self, cmd: Fetch) -> None:
         root = cmd.root
@@ -362,12 +395,14 @@ class BlobTransfer:
         """Request queued objects while credit (bytes and count) allows."""
         batch: list[bytes] = []
         window = self.config.window
+        stats = self.stats
         for fetch in list(self._fetches.values()):
             while fetch.queue:
                 h, want = fetch.queue[0]
                 if len(self._outstanding) >= MAX_REQUEST_HASHES:
                     break
-                if self.stats.in_flight + want.size > window and self._outstanding:
+                if (stats.in_flight + stats.held + want.size > window
+                        and (self._outstanding or stats.held)):
                     break
                 if h in self._outstanding:
                     # Requested by an earlier, failed fetch of this blob: adopt it.
@@ -404,6 +439,27 @@ class BlobTransfer:
         if missing:
             self._queue_message(Missing(tuple(sorted(missing))))
 
+    def release(self, size: int) -> bytes:
+        """``size`` bytes of held chunks were stored (``hold_chunks``): their credit
+        returns and more may be requested. Returns (and drains) the bytes to write."""
+        if size < 0:
+            raise LocalProtocolError("release: size must be >= 0")
+        if self._closed:
+            return b""
+        self.stats.held = max(0, self.stats.held - size)
+        self._pump()
+        return self.data_to_send()
+
+    def reject_chunk(self) -> bytes:
+        """The caller found that a chunk reported with ``verified=False`` does not
+        hash to its address: cut the peer off (CLOSE ``hash_mismatch``, then a
+        :class:`ConnectionClosed` with the error). Returns the bytes to write."""
+        if not self._closed:
+            exc = _remote("hash_mismatch", "object does not match its hash")
+            self._queue_message(Close(exc.reason))
+            self._finish(exc.reason, exc)
+        return self.data_to_send()
+
     def _close_local(self, reason: str) -> None:
         self._queue_message(Close(reason[:MAX_CLOSE_TEXT]))
         self._closed = True
@@ -438,6 +494,7 @@ class BlobTransfer:
         self._fetches.clear()
         self._outstanding.clear()
         self.stats.in_flight = 0
+        self.stats.held = 0
 
     def _handle(self, msg: Message) -> None:
         if not self._hello_received:
@@ -484,7 +541,8 @@ class BlobTransfer:
         exact = want.kind is not _Kind.ROOT
         if (len(data) != want.size) if exact else (len(data) > want.size):
             raise _remote("hash_mismatch", "object has the wrong length")
-        if hash_object(data) != h:
+        if ((want.kind is not _Kind.CHUNK or self.config.verify_chunks)
+                and hash_object(data) != h):
             raise _remote("hash_mismatch", "object does not match its hash")
         self._take(h)
         self.stats.objects_received += 1
@@ -544,7 +602,10 @@ class BlobTransfer:
     def _on_chunk(self, fetch: _Fetch, want: _Want, h: bytes, data: bytes) -> None:
         m = fetch.manifest
         assert m is not None
-        self._events.append(ChunkReceived(fetch.root, want.index, h, data))
+        verified = self.config.verify_chunks
+        self._events.append(ChunkReceived(fetch.root, want.index, h, data, verified))
+        if self.config.hold_chunks:
+            self.stats.held += len(data)
         fetch.done += m.plain_size(want.index)
         self._events.append(Progress(fetch.root, fetch.done, m.size))
         self._maybe_done(fetch)

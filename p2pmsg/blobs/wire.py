@@ -23,7 +23,13 @@ from typing import Any, TypeAlias
 
 from .. import _cbor
 from ..errors import DecodeError, Reason, RemoteProtocolError
-from ..sync.frames import MAX_FRAME_SIZE
+from ..sync.frames import (
+    FRAME_HEADER_SIZE,
+    MAX_FRAME_SIZE,
+    canonical_bstr_head,
+    canonical_bstr_tail,
+    encode_frame,
+)
 from .format import HASH_SIZE, MAX_OBJECT_SIZE
 
 __all__ = [
@@ -59,6 +65,11 @@ class MsgType(enum.IntEnum):
     CLOSE = 4
 
 
+_DATA_PREFIX = bytes([0x83, MsgType.DATA.value, 0x58, HASH_SIZE])
+"""Canonical CBOR of a DATA frame up to the hash bytes: array(3), 2, bstr(32)."""
+_DATA_AT = len(_DATA_PREFIX) + HASH_SIZE
+
+
 @dataclass(frozen=True, slots=True)
 class Hello:
     """First frame of each side: the protocol version it speaks."""
@@ -88,6 +99,18 @@ class Data:
 
     def encode(self) -> bytes:
         return _cbor.dumps([MsgType.DATA.value, self.hash, self.data])
+
+    def encode_frame(self) -> bytes:
+        """``encode_frame(self.encode())`` built with one copy of the data (bulk path;
+        the same bytes, tested)."""
+        if len(self.hash) != HASH_SIZE:
+            return encode_frame(self.encode())
+        head = canonical_bstr_head(len(self.data))
+        size = len(_DATA_PREFIX) + HASH_SIZE + len(head) + len(self.data)
+        if size > MAX_FRAME_SIZE:
+            raise ValueError(f"frame body of {size} bytes is outside 1..{MAX_FRAME_SIZE}")
+        return b"".join((size.to_bytes(FRAME_HEADER_SIZE, "big"), _DATA_PREFIX, self.hash,
+                         head, self.data))
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,8 +150,14 @@ def _hash_list(v: Any, what: str) -> tuple[bytes, ...]:
     return tuple(v)
 
 
+
+
 def decode_message(body: bytes) -> Message:
     """Parse one frame body. Raises only RemoteProtocolError."""
+    if body[:len(_DATA_PREFIX)] == _DATA_PREFIX:  # bulk chunk bytes: no re-encode
+        data = canonical_bstr_tail(body, _DATA_AT)
+        if data is not None and len(body) >= _DATA_AT and len(data) <= MAX_OBJECT_SIZE:
+            return Data(body[len(_DATA_PREFIX):_DATA_AT], data)
     try:
         value = _cbor.loads_canonical(body, "blob frame", MAX_FRAME_SIZE)
     except DecodeError as exc:

