@@ -9,10 +9,16 @@ so earlier messages do not slow later phases.
 
 Figures per transport:
 
-* **messages sent / delivered** -- alice calls ``send_text`` ``--messages`` times
-  in a loop (each seals the text with the epoch key, signs and stores an entry);
-  *sent* is that loop's rate, *delivered* is the count over the time until bob's
-  ``live()`` has yielded every one of them decrypted.
+* **messages sent / delivered at N** -- one room grows to each size N of
+  ``--sizes`` (default 100, 500, 2000 messages); the last ``--window`` messages
+  before it reaches N are timed: alice calls ``send_text`` in a loop (each seals
+  the text with the epoch key, signs and stores an entry); *sent* is that loop's
+  rate, *delivered* is the window over the time until bob's ``live()`` has
+  yielded every one of them decrypted. Messages before the window fill the room
+  (sent the same way, delivered before the window starts, not timed). A rate
+  that falls with N means some call costs O(room size). ``--watcher`` measures
+  it again with bob's messenger running :func:`open_messenger`'s watcher (as the
+  daemon and the HTTP API do: redaction enforcement after every new entry).
 * **one message end to end** -- ``--latency`` messages sent one at a time: from
   before ``send_text`` until bob's ``live()`` yields it (p50 / p99).
 * **attachment** -- a ``--mb`` MB file: alice's ``send_file`` (encrypt + chunk
@@ -22,8 +28,9 @@ Figures per transport:
   ``send_all`` calls through one PeerStream of the same transport
   (bench_transports.py's bulk payload workload). Target: download >= 80 % of raw.
 
-Run:  .venv/bin/python benchmarks/bench_messaging.py [--messages 500] [--latency 200]
-          [--mb 50] [--datagram 16000] [--transports quic,memory] [--json [PATH]] [--quick]
+Run:  .venv/bin/python benchmarks/bench_messaging.py [--sizes 100,500,2000] [--window 50]
+          [--watcher] [--rate-only] [--latency 200] [--mb 50] [--datagram 16000]
+          [--transports quic,memory] [--json [PATH]] [--quick]
 """
 
 from __future__ import annotations
@@ -100,8 +107,11 @@ def _memory_factory() -> TransportFactory:
 
 @asynccontextmanager
 async def messenger_pair(make_transport: TransportFactory, blob_dir: Path,
-                         ) -> AsyncIterator[Pair]:
-    """Two certified device nodes with a created room both can read; bob dials alice."""
+                         watcher: bool = False) -> AsyncIterator[Pair]:
+    """Two certified device nodes with a created room both can read; bob dials alice.
+
+    ``watcher``: bob's messenger runs :func:`open_messenger`'s watcher (as in the
+    daemon and the HTTP API: wake-ups for every topic, redaction enforcement)."""
     now_ms = int(time.time() * 1000)
     clinic, lab = Identity.generate(), Identity.generate()
     alice_id, bob_id = Identity.generate(), Identity.generate()
@@ -127,6 +137,8 @@ async def messenger_pair(make_transport: TransportFactory, blob_dir: Path,
         orgs = [clinic.public_key, lab.public_key]
         alice = Messenger(alice_node, clinic.public_key, orgs=orgs)
         bob = Messenger(bob_node, lab.public_key, orgs=orgs)
+        if watcher:  # what open_messenger runs around the block
+            await nursery.start(bob._watch_all)
         with trio.fail_after(60):
             await alice.wait_certified([bob_id.public_key])
             await bob.wait_certified([alice_id.public_key])
@@ -170,21 +182,51 @@ class Arrivals:
             await self.changed.wait()
 
 
-async def throughput(make: TransportFactory, blob_dir: Path, count: int,
-                     ) -> tuple[Stopwatch, float]:
-    """(send stopwatch, deliver seconds) for ``count`` texts sent in a loop."""
-    async with messenger_pair(make, blob_dir) as pair, trio.open_nursery() as nursery:
+@dataclass
+class Window:
+    """The timed window of messages ending at room size ``size``."""
+
+    size: int
+    count: int
+    watcher: bool
+    sent: Stopwatch
+    delivered: float
+    """Seconds from the window's first send to bob's live() yielding its last message."""
+
+
+async def throughput(make: TransportFactory, blob_dir: Path, sizes: list[int],
+                     window: int, watcher: bool = False) -> list[Window]:
+    """One room grown to each of ``sizes``; the last ``window`` messages before
+    each size are timed (sent in a loop, then waited for at bob)."""
+    results: list[Window] = []
+    async with messenger_pair(make, blob_dir, watcher) as pair, \
+            trio.open_nursery() as nursery:
         arrivals = Arrivals()
         await nursery.start(arrivals.follow, pair.bob, pair.topic)
-        with timed() as sent:
-            start = time.perf_counter()
-            for i in range(count):
-                await pair.alice.send_text(pair.topic, f"Vitalwerte {i}: RR 120/80")
-        with trio.fail_after(600):
-            await arrivals.wait_count(count)
-        delivered = max(arrivals.at.values()) - start
+        total = 0
+
+        async def send(count: int) -> None:
+            nonlocal total
+            for _ in range(count):
+                await pair.alice.send_text(pair.topic, f"Vitalwerte {total}: RR 120/80")
+                total += 1
+
+        for size in sorted(set(sizes)):
+            count = min(window, size - total)
+            with trio.fail_after(3600):
+                await send(size - count - total)  # fill, untimed
+                await arrivals.wait_count(total)
+            if count <= 0:
+                continue
+            with timed() as sent:
+                start = time.perf_counter()
+                await send(count)
+            with trio.fail_after(600):
+                await arrivals.wait_count(total)
+            results.append(Window(size, count, watcher, sent,
+                                  max(arrivals.at.values()) - start))
         nursery.cancel_scope.cancel()
-    return sent, delivered
+    return results
 
 
 async def latency(make: TransportFactory, blob_dir: Path, count: int) -> list[float]:
@@ -228,10 +270,29 @@ def _percentile(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
 
 
+def _window_figures(label: str, windows: list[Window]) -> list[Figure]:
+    figures: list[Figure] = []
+    for w in windows:
+        label_w = f"{label} + watcher" if w.watcher else label
+        figures += [
+            Figure(f"{label_w} sent, room of {w.size:,}", w.sent.rate(w.count), "msg/s",
+                   w.count, cpu_value=w.sent.cpu_rate(w.count), extra={"room_size": w.size}),
+            Figure(f"{label_w} delivered, room of {w.size:,}",
+                   w.count / w.delivered, "msg/s", w.count,
+                   note=f"live, decrypted: last of {w.count} seen by the receiver "
+                        f"{w.delivered:.2f} s after the first send", extra={"room_size": w.size}),
+        ]
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
-    parser.add_argument("--messages", type=int, default=500,
-                        help="texts sent in a loop for messages/s")
+    parser.add_argument("--sizes", default="100,500,2000",
+                        help="room sizes (messages) at which messages/s is measured")
+    parser.add_argument("--window", type=int, default=50,
+                        help="messages timed just before each room size")
+    parser.add_argument("--messages", type=int, default=None,
+                        help="shorthand for --sizes N (one size)")
     parser.add_argument("--latency", type=int, default=200,
                         help="texts sent one at a time for p50/p99")
     parser.add_argument("--mb", type=float, default=50.0,
@@ -240,11 +301,24 @@ def main() -> None:
                         help="QUIC max_datagram_size (loopback allows large ones)")
     parser.add_argument("--transports", default="quic,memory")
     parser.add_argument("--json", nargs="?", const="", default=None, help="save results as JSON")
+    parser.add_argument("--watcher", action="store_true",
+                        help="also measure messages/s with the receiver running "
+                             "open_messenger's watcher (as the daemon and HTTP API do)")
+    parser.add_argument("--rate-only", action="store_true",
+                        help="only the messages/s figures (no latency, no attachment)")
     parser.add_argument("--quick", action="store_true",
-                        help="smoke run: 30 messages, 20 latency samples, 2 MB")
+                        help="smoke run: sizes 10 and 30, 20 latency samples, 2 MB")
     args = parser.parse_args()
     if args.quick:
-        args.messages, args.latency, args.mb = 30, 20, 2.0
+        args.sizes, args.window, args.latency, args.mb = "10,30", 10, 20, 2.0
+    if args.messages is not None:
+        args.sizes = str(args.messages)
+    try:
+        sizes = sorted({int(n) for n in args.sizes.split(",") if n.strip()})
+    except ValueError:
+        parser.error("--sizes takes comma-separated message counts")
+    if not sizes or sizes[0] < 1 or args.window < 1:
+        parser.error("--sizes and --window must be positive")
 
     makers: dict[str, Callable[[], TransportFactory]] = {
         "quic": partial(_quic_factory, args.datagram), "memory": _memory_factory}
@@ -263,24 +337,25 @@ def main() -> None:
         label = "QUIC" if name == "quic" else name
         with tempfile.TemporaryDirectory(prefix="bench-messaging-") as tmp:
             tmp_dir = Path(tmp)
-            sent, deliver_s = trio.run(throughput, makers[name](), tmp_dir / "t",
-                                         args.messages)
+            windows = trio.run(throughput, makers[name](), tmp_dir / "t", sizes,
+                               args.window)
+            if args.watcher:
+                windows += trio.run(throughput, makers[name](), tmp_dir / "w", sizes,
+                                    args.window, True)
+            if args.rate_only:
+                figures += _window_figures(label, windows)
+                continue
             samples = trio.run(latency, makers[name](), tmp_dir / "l", args.latency)
             raw_s, received = trio.run(_transfer, raw_pairs[name], _payload_pieces(data),
                                        _count_bytes)
             assert received == size, f"raw {name}: {received} of {size} bytes arrived"
             put, fetch = trio.run(attachment, makers[name](), tmp_dir / "a", data)
-        send_s, put_s, fetch_s = sent.seconds, put.seconds, fetch.seconds
+        put_s, fetch_s = put.seconds, fetch.seconds
         raw_rate, fetch_rate = mb / raw_s, mb / fetch_s
         ratio = fetch_rate / raw_rate
         p50, p99 = _percentile(samples, 0.50), _percentile(samples, 0.99)
+        figures += _window_figures(label, windows)
         figures += [
-            Figure(f"{label} messages sent", args.messages / send_s, "msg/s", args.messages,
-                   cpu_value=sent.cpu_rate(args.messages)),
-            Figure(f"{label} messages delivered (live, decrypted)", args.messages / deliver_s,
-                   "msg/s", args.messages,
-                   note=f"last of {args.messages} seen by the receiver {deliver_s:.2f} s "
-                        f"after the first send"),
             Figure(f"{label} one message end to end p50", p50 * 1000, "ms", len(samples),
                    extra={"mean_ms": statistics.fmean(samples) * 1000}),
             Figure(f"{label} one message end to end p99", p99 * 1000, "ms", len(samples),
@@ -298,15 +373,16 @@ def main() -> None:
                         f"= {mb / (put_s + fetch_s) / raw_rate:.0%} of raw",
                    extra={"send_file_plus_download_mb_s": mb / (put_s + fetch_s)}),
         ]
-    title = (f"messenger, 2 nodes on loopback: {args.messages:,} messages, "
+    title = (f"messenger, 2 nodes on loopback: rooms of {', '.join(f'{n:,}' for n in sizes)} "
+             f"messages ({args.window} timed each), "
              f"{args.latency} one-at-a-time, {mb:.0f} MB attachment, "
              f"QUIC datagrams {args.datagram} B")
     print_table(title, figures)
     if args.json is not None:
         path = save_json(
             args.json or default_json_path("bench_messaging"), "bench_messaging", figures,
-            {"messages": args.messages, "latency": args.latency, "mb": args.mb,
-             "datagram": args.datagram, "transports": names})
+            {"sizes": sizes, "window": args.window, "latency": args.latency, "mb": args.mb,
+             "datagram": args.datagram, "transports": names, "rate_only": args.rate_only})
         print(f"saved {path}")
 
 

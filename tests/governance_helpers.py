@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 
 from messaging_helpers import Org, World
 
+from p2pmsg.blobs import BlobStore
+from p2pmsg.blobs.format import describe
 from p2pmsg.entry import Entry
 from p2pmsg.identity import Identity
 from p2pmsg.messaging import MemberSpec, RoomKind, compose_room
-from p2pmsg.messaging.compose import compose_rekey, compose_text
+from p2pmsg.messaging.compose import compose_message, compose_rekey, compose_text
+from p2pmsg.messaging.content import Attachment
+from p2pmsg.messaging.kinds import Kind
 from p2pmsg.store.base import Store
 
 T0 = 1_700_000_000_000
@@ -22,13 +27,15 @@ class Clinic:
     world: World = field(default_factory=lambda: World(now_ms=T0))
     markers: dict[bytes, str] = field(default_factory=dict)
     """entry id -> the unique text it carries."""
+    bob_person: bytes | None = None
+    """Certify bob for this person id (a version-2 certificate) if given."""
 
     def __post_init__(self) -> None:
         w = self.world
         self.a: Org = w.new_org()
         self.b: Org = w.new_org()
         self.alice = w.new_device(self.a, "alice")
-        self.bob = w.new_device(self.a, "bob")
+        self.bob = w.new_device(self.a, "bob", person=self.bob_person)
         self.bert = w.new_device(self.b, "bert")
         self.topic, create = compose_room(
             self.alice, self.a.id, RoomKind.GROUP,
@@ -49,6 +56,20 @@ class Clinic:
             state, who, marker, seq=w.next_seq(who, self.topic), now_ms=w.now_ms))
         self.markers[entry.id] = marker
         return entry
+
+    def attach(self, who: Identity, blobs: BlobStore, data: bytes,
+               name: str = "scan.pdf") -> tuple[Entry, bytes]:
+        """Import ``data`` into ``blobs`` for the room and send it as a document;
+        returns (entry, blob root)."""
+        manifest, key = blobs.import_file(io.BytesIO(data), len(data), org=self.a.id,
+                                          room=self.topic, chunk_size=1024)
+        w = self.world
+        w.tick()
+        content = Attachment(Kind.DOCUMENT, describe(manifest, key, "application/pdf", name))
+        entry = w.append(who, self.topic, compose_message(
+            w.room(self.topic), who, content, seq=w.next_seq(who, self.topic),
+            now_ms=w.now_ms))
+        return entry, manifest.root_hash
 
     def load(self, store: Store) -> None:
         """Append every entry (with payload) of the world to ``store``."""

@@ -79,10 +79,11 @@ class World:
         return org
 
     def new_device(self, org: Org, name: str, role: Role = Role.MEMBER,
-                   valid_ms: int = 10**9) -> Identity:
+                   valid_ms: int = 10**9, *, person: bytes | None = None) -> Identity:
+        """A new device certified by ``org`` (for ``person`` if given: a v2 certificate)."""
         device = Identity.generate()
         cert = issue_certificate(org.root, device.public_key, role, name,
-                                 self.now_ms - 10_000, self.now_ms + valid_ms)
+                                 self.now_ms - 10_000, self.now_ms + valid_ms, person=person)
         self.append(org.root, control_topic(org.id), compose_certificate(cert))
         org.devices[name] = device
         return device

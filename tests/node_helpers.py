@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 
 import trio
 
@@ -18,6 +19,27 @@ from p2pmsg.validate import verify_run
 
 T1 = hashlib.blake2b(b"topic-1", digest_size=32).digest()
 T2 = hashlib.blake2b(b"topic-2", digest_size=32).digest()
+
+
+WALL_T0 = 1_700_000_000_000
+"""Wall-clock milliseconds at trio time 0 in the messenger tests (:func:`wall`)."""
+
+
+def wall() -> int:
+    """Wall-clock ms that follows trio's (virtual) clock: pass as a node's wall clock."""
+    return WALL_T0 + int(trio.current_time() * 1000)
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = 60.0,
+                     step: float = 0.05) -> None:
+    """Poll until ``predicate()`` holds; TooSlowError after ``timeout`` (trio time)."""
+    with trio.fail_after(timeout):
+        while not predicate():
+            await trio.sleep(step)
+
+
+def has_entry(node: Node, topic: bytes, entry_id: bytes) -> bool:
+    return any(e.id == entry_id for e in node.read(topic))
 
 
 def ident(name: str) -> Identity:

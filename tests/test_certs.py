@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 
 import cbor2
 import pytest
@@ -13,10 +14,13 @@ from hypothesis import strategies as st
 from p2pmsg.certs import (
     MAX_CERT_TIME,
     MAX_DISPLAY_NAME,
+    PERSON_ID_SIZE,
     DeviceCertificate,
     Role,
     decode_certificate,
     issue_certificate,
+    person_id,
+    random_person_id,
     verify_certificate,
 )
 from p2pmsg.errors import CertificateError, DecodeError, Reason, ValidationError
@@ -27,6 +31,7 @@ OTHER_ORG = Identity.from_seed(b"\x02" * 32)
 DEVICE = Identity.from_seed(b"\x03" * 32).public_key
 T0 = 1_700_000_000_000
 DAY = 86_400_000
+PERSON = bytes(range(16))
 
 
 def _cert(**kw: object) -> DeviceCertificate:
@@ -149,7 +154,15 @@ BODY = _body(_cert())
         (cbor2.dumps([b"\xff", bytes(64)]), Reason.MALFORMED),  # body not CBOR
         (cbor2.dumps([cbor2.dumps({}), bytes(64)]), Reason.MALFORMED),
         (cbor2.dumps([cbor2.dumps([]), bytes(64)]), Reason.MALFORMED),
-        (_signed([2, *BODY[1:]]), Reason.UNKNOWN_VERSION),
+        (_signed([3, *BODY[1:], PERSON]), Reason.UNKNOWN_VERSION),
+        (_signed([0, *BODY[1:]]), Reason.UNKNOWN_VERSION),
+        (_signed([2, *BODY[1:]]), Reason.MALFORMED),  # v2 needs the person field
+        (_signed([1, *BODY[1:], PERSON]), Reason.MALFORMED),  # v1 has no person field
+        (_signed([2, *BODY[1:], None]), Reason.MALFORMED),
+        (_signed([2, *BODY[1:], PERSON[:15]]), Reason.MALFORMED),
+        (_signed([2, *BODY[1:], PERSON + b"\x00"]), Reason.MALFORMED),
+        (_signed([2, *BODY[1:], "person"]), Reason.MALFORMED),
+        (_signed([2, *BODY[1:], PERSON, 0]), Reason.MALFORMED),
         (_signed(["1", *BODY[1:]]), Reason.MALFORMED),
         (_signed(BODY[:6]), Reason.MALFORMED),
         (_signed([*BODY, 0]), Reason.MALFORMED),
@@ -189,3 +202,68 @@ def test_decode_garbage_raises_only_decode_error(data: bytes) -> None:
 
 def test_certificate_error_is_validation_error() -> None:
     assert issubclass(CertificateError, ValidationError)
+
+
+# --------------------------------------------------------------------------- persons (v2)
+
+
+def test_certificate_without_person_is_version_1() -> None:
+    cert = _cert()
+    assert cert.person is None and cert.version == 1
+    assert cbor2.loads(cert.body()) == _body(cert)
+
+
+def test_person_certificate_is_version_2_with_8_fields() -> None:
+    cert = _cert(person=PERSON)
+    assert cert.version == 2
+    body = cbor2.loads(cert.body())
+    assert body == [2, *_body(cert)[1:], PERSON]
+    decoded = decode_certificate(cert.to_bytes())
+    assert decoded == cert and decoded.person == PERSON
+    verify_certificate(decoded, ORG.public_key, T0)
+
+
+def test_changed_person_breaks_signature() -> None:
+    cert = _cert(person=PERSON)
+    for other in (bytes(16), None):
+        tampered = dataclasses.replace(cert, person=other)
+        with pytest.raises(CertificateError) as exc:
+            verify_certificate(tampered, ORG.public_key, T0)
+        assert exc.value.reason is Reason.BAD_SIGNATURE
+
+
+@pytest.mark.parametrize("person", [b"", bytes(15), bytes(17), bytes(32)])
+def test_issue_rejects_bad_person(person: bytes) -> None:
+    with pytest.raises(ValueError, match="person id"):
+        _cert(person=person)
+
+
+def test_person_id_is_deterministic_keyed_and_pseudonymous() -> None:
+    a = person_id(ORG, "staff-4711")
+    assert len(a) == PERSON_ID_SIZE
+    assert person_id(ORG, "staff-4711") == a
+    assert person_id(ORG, "staff-4712") != a
+    assert person_id(OTHER_ORG, "staff-4711") != a  # keyed with the root secret
+    # NFC: the same handle typed with a combining accent gives the same id
+    assert person_id(ORG, "Ren\u00e9") == person_id(ORG, "Rene\u0301")
+    # not a plain (unkeyed) hash of the handle, so a reader of the control topic
+    # cannot test guesses without the org root secret
+    assert a != hashlib.blake2b(b"staff-4711", digest_size=16).digest()
+
+
+@pytest.mark.parametrize("handle", ["", "x" * 257])
+def test_person_id_rejects_bad_handles(handle: str) -> None:
+    with pytest.raises(ValueError, match="handle"):
+        person_id(ORG, handle)
+
+
+def test_random_person_ids_differ_and_issue() -> None:
+    a, b = random_person_id(), random_person_id()
+    assert a != b and len(a) == len(b) == PERSON_ID_SIZE
+    assert decode_certificate(_cert(person=a).to_bytes()).person == a
+
+
+@given(st.binary(min_size=16, max_size=16), st.sampled_from(list(Role)))
+def test_person_certificates_round_trip(person: bytes, role: Role) -> None:
+    cert = _cert(person=person, role=role)
+    assert decode_certificate(cert.to_bytes()) == cert

@@ -108,6 +108,39 @@ def test_node_init_creates_key_certificate_config_and_store(
                           4, "already exists")
 
 
+def test_node_init_person_derives_a_pseudonymous_person_id(
+    org_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from p2pmsg.certs import person_id
+    ids = []
+    for n in ("laptop", "phone"):
+        code = cli_main(["node", "init", str(tmp_path / n), "--org", str(org_dir), "--name", n,
+                         "--no-metrics", "--person", "staff-4711"])
+        assert code == 0
+        cfg = load_config(tmp_path / n / "p2pmsg.toml", env={})
+        assert cfg.certificate is not None
+        ids.append(decode_certificate(cfg.certificate.read_bytes()).person)
+    expected = person_id(load_identity(org_dir / "org.key"), "staff-4711")
+    assert ids == [expected, expected]
+    out = capsys.readouterr().out
+    assert f"person id: {expected.hex()}" in out and "staff-4711" not in out
+    for n in ("laptop", "phone"):  # the handle is written nowhere
+        for path in (tmp_path / n).rglob("*"):
+            if path.is_file():
+                assert b"staff-4711" not in path.read_bytes(), path
+    cfg = load_config(tmp_path / "phone" / "p2pmsg.toml", env={})
+    with SqliteStore(cfg.store_path) as store:
+        topic = control_topic(cfg.org_id)
+        head = store.head(cfg.org_id, topic)
+        assert head is not None
+        entries = store.get_range(cfg.org_id, topic, 1, head.header.seq)
+        items = [(e, store.get_payload(e.id)) for e in entries]
+    state = OrgState.from_entries(cfg.org_id, items)  # type: ignore[arg-type]
+    assert len(state.person_devices(expected)) == 2
+    assert cli_main(["node", "init", str(tmp_path / "x"), "--org", str(org_dir),
+                     "--no-metrics", "--person", ""]) != 0
+
+
 def test_append_log_topics_verify(org_dir: Path, tmp_path: Path) -> None:
     config = make_node(org_dir, tmp_path / "n")
     node = load_identity(load_config(config, env={}).key)

@@ -7,7 +7,7 @@ import random
 
 from messaging_helpers import World
 
-from p2pmsg.certs import Role, issue_certificate
+from p2pmsg.certs import Role, issue_certificate, person_id
 from p2pmsg.identity import Identity
 from p2pmsg.messaging import (
     OrgState,
@@ -149,3 +149,110 @@ def test_org_state_is_independent_of_arrival_order() -> None:
         assert again.ignored == reference.ignored
     active = reference.active_devices(w.now_ms)
     assert set(active) == {d.public_key for d in devs[1:]}
+
+
+# --------------------------------------------------------------------------- persons
+
+
+def test_person_to_devices_and_back() -> None:
+    w = World()
+    org = w.new_org()
+    p = person_id(org.root, "dr-a")
+    phone = w.new_device(org, "phone", person=p)
+    laptop = w.new_device(org, "laptop", person=p)
+    ward = w.new_device(org, "ward-tablet")
+    state = w.org_state(org)
+    assert state.person_of(phone.public_key) == p
+    assert state.person_of(laptop.public_key) == p
+    assert state.person_of(ward.public_key) is None
+    assert state.person_of(Identity.generate().public_key) is None
+    assert state.person_devices(p) == (phone.public_key, laptop.public_key)
+    assert set(state.devices_of(p, w.now_ms)) == {phone.public_key, laptop.public_key}
+    assert state.devices_of(bytes(16), w.now_ms) == {}
+    w.revoke(org, phone)
+    w.tick(5)
+    state = w.org_state(org)
+    assert set(state.devices_of(p, w.now_ms)) == {laptop.public_key}
+    assert state.person_of(phone.public_key) == p  # still attributed (history)
+    assert state.person_devices(p) == (phone.public_key, laptop.public_key)
+
+
+def test_first_accepted_certificate_fixes_the_person() -> None:
+    w = World()
+    org = w.new_org()
+    p, q = person_id(org.root, "a"), person_id(org.root, "b")
+    dev = w.new_device(org, "phone", person=p)
+    topic = control_topic(org.id)
+    moved = w.append(org.root, topic, compose_certificate(issue_certificate(
+        org.root, dev.public_key, Role.MEMBER, "phone", 0, 10**15, person=q)))
+    dropped = w.append(org.root, topic, compose_certificate(issue_certificate(
+        org.root, dev.public_key, Role.MEMBER, "phone", 0, 10**15)))
+    renewal = w.append(org.root, topic, compose_certificate(issue_certificate(
+        org.root, dev.public_key, Role.ADMIN, "phone", w.now_ms - 5, 10**15, person=p)))
+    state = w.org_state(org)
+    assert state.ignored[moved.id] == "certificate names another person for this device"
+    assert state.ignored[dropped.id] == "certificate names another person for this device"
+    assert renewal.id not in state.ignored
+    assert state.person_of(dev.public_key) == p
+    assert state.person_devices(q) == ()
+    assert state.active_devices(w.now_ms)[dev.public_key].role is Role.ADMIN
+    # and a device first certified without a person cannot be given one later
+    plain = w.new_device(org, "ward")
+    late = w.append(org.root, topic, compose_certificate(issue_certificate(
+        org.root, plain.public_key, Role.MEMBER, "ward", 0, 10**15, person=q)))
+    state = w.org_state(org)
+    assert late.id in state.ignored and state.person_of(plain.public_key) is None
+
+
+def test_person_mapping_is_independent_of_arrival_order() -> None:
+    w = World()
+    org = w.new_org()
+    p, q = person_id(org.root, "a"), person_id(org.root, "b")
+    devs = [w.new_device(org, f"d{i}", person=(p, q, None)[i % 3]) for i in range(6)]
+    topic = control_topic(org.id)
+    w.append(org.root, topic, compose_certificate(issue_certificate(
+        org.root, devs[0].public_key, Role.MEMBER, "x", 0, 10**15, person=q)))
+    w.revoke(org, devs[3])
+    items = w.topics[topic]
+    reference = OrgState.from_entries(org.id, items)
+    rng = random.Random(7)
+    for _ in range(10):
+        shuffled = items[:]
+        rng.shuffle(shuffled)
+        again = OrgState.from_entries(org.id, shuffled)
+        assert again.persons == reference.persons
+        assert again.ignored == reference.ignored
+    assert reference.person_devices(p) == (devs[0].public_key, devs[3].public_key)
+    assert reference.person_of(devs[0].public_key) == p
+
+
+def test_certificate_of_a_newer_version_is_kept_as_unknown() -> None:
+    """A v3 certificate (a newer peer's) is kept and listed, not an error; a malformed
+    v2 one is ignored."""
+    import cbor2
+
+    from p2pmsg.identity import Domain
+    from p2pmsg.messaging.kinds import VERSIONS, Kind
+    from p2pmsg.messaging.org import UnknownControl, decode_control_payload
+
+    w = World()
+    org = w.new_org()
+    topic = control_topic(org.id)
+    dev = Identity.generate().public_key
+
+    def wrapped(body: list[object]) -> bytes:
+        b = cbor2.dumps(body, canonical=True)
+        cert = cbor2.dumps([b, org.root.sign(Domain.CERTIFICATE, b)], canonical=True)
+        return cbor2.dumps([int(Kind.CERTIFICATE), VERSIONS[Kind.CERTIFICATE], cert],
+                           canonical=True)
+
+    base = [org.id, dev, "member", "x", 0, 10**15]
+    v3 = wrapped([3, *base, bytes(16), "something new"])
+    assert isinstance(decode_control_payload(v3), UnknownControl)
+    future = w.append(org.root, topic, v3)
+    broken = w.append(org.root, topic, wrapped([2, *base]))  # v2 without its person
+    state = w.org_state(org)
+    assert state.unknown == (future.id,)
+    assert future.id not in state.ignored
+    assert state.ignored[broken.id] == "payload malformed"
+    assert dev not in state.devices

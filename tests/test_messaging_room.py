@@ -32,14 +32,18 @@ from p2pmsg.messaging import (
     room_topic,
 )
 from p2pmsg.messaging.payloads import (
+    SEALED_SECRET_SIZE,
+    EpochKeys,
     MemberAdd,
     MemberLeave,
     MemberRemove,
     MemberRole,
     RoomCreate,
     Sealed,
+    decode_room_payload,
     encode_room_payload,
 )
+from p2pmsg.messaging.room import resolve_room
 
 
 def _setup(kind: RoomKind = RoomKind.GROUP) -> tuple[World, Identity, Identity, Identity, bytes]:
@@ -204,15 +208,27 @@ def test_rekey_reasons() -> None:
 OPS = ("add",) * 3 + ("message",) * 4 + ("role",) * 2 + ("remove", "leave")
 
 
-def _scenario(seed: int, n_ops: int) -> tuple[World, bytes]:
+def _scenario(seed: int, n_ops: int, persons: bool = False,
+              live: bool = False) -> tuple[World, bytes]:
     """A random room history by 5 devices of 2 orgs with partial, concurrent views:
     forbidden ops included (non-admins adding, outsiders writing, removed members
-    writing on), colliding timestamps, random causal deps."""
+    writing on), colliding timestamps, random causal deps.
+
+    With ``persons``: a0 and a1 are devices of one person of org A, b0 and b1 of one
+    person of org B, a2 has no person, and a third device of the A person (a3) is
+    certified too — so ops by or on one device act on the whole person.
+
+    With ``live``: the clock advances between most writes, as in a live room, so
+    most entries are the newest when written (RoomState's incremental path)."""
     rng = random.Random(seed)
     w = World()
     a, b = w.new_org(), w.new_org()
-    devices = [(w.new_device(a, f"a{i}"), a.id) for i in range(3)]
-    devices += [(w.new_device(b, f"b{i}"), b.id) for i in range(2)]
+    pa = rng.randbytes(16) if persons else None
+    pb = rng.randbytes(16) if persons else None
+    devices = [(w.new_device(a, f"a{i}", person=(pa, pa, None)[i]), a.id) for i in range(3)]
+    devices += [(w.new_device(b, f"b{i}", person=pb), b.id) for i in range(2)]
+    if persons:
+        devices.append((w.new_device(a, "a3", person=pa), a.id))
     creator = devices[0][0]
     topic, create = compose_room(creator, a.id, RoomKind.GROUP,
                                  [MemberSpec(devices[3][0].public_key, b.id)], w.now_ms,
@@ -241,7 +257,10 @@ def _scenario(seed: int, n_ops: int) -> tuple[World, bytes]:
                                                  b"m%d" % step))
         others = [e for e, _ in w.topics[topic] if e.author != author.public_key]
         deps = [e.id for e in rng.sample(others, k=min(len(others), rng.randint(0, 2)))]
-        ts = (w.now_ms + rng.randint(0, 3)) << 16
+        if live and rng.random() < 0.85:
+            ts = w.tick(rng.randint(0, 2)) << 16
+        else:
+            ts = (w.now_ms + rng.randint(0, 3)) << 16
         w.append(author, topic, payload, deps=deps, timestamp=ts)
     if rng.random() < 0.5:
         w.revoke(b, devices[3][0], effective_ts=(w.now_ms + rng.randint(0, 3)) << 16,
@@ -252,27 +271,60 @@ def _scenario(seed: int, n_ops: int) -> tuple[World, bytes]:
 def _replay_check(state: RoomState) -> None:
     """Independent check of the permission rules over the resolved order: replay the
     accepted ops blindly and assert each author was a member (an admin for membership
-    changes) just before its op, and that the replay ends in the resolved membership."""
+    changes) just before its op, and that the replay ends in the resolved membership.
+
+    Membership is per principal: ``org || person`` for a device its org certifies for
+    a person, else the device key; a principal's member devices are every device
+    the org certifies for that person."""
     view = state.view
+    orgs = state.orgs
     assert view.create is not None
-    roles = {view.create.creator: RoomRole.ADMIN}
-    roles.update({m.device: m.role for m in view.create.members})
+    home: dict[bytes, bytes] = {}  # device -> the org its current principal was added with
+
+    def principal(device: bytes, org: bytes) -> bytes:
+        person = orgs[org].person_of(device) if org in orgs else None
+        return device if person is None else org + person
+
+    def add(device: bytes, org: bytes, role: RoomRole) -> None:
+        key = principal(device, org)
+        if key not in roles and device not in home:
+            roles[key] = role
+            home[device] = org
+
+    def of(device: bytes) -> bytes:
+        if device in home:
+            return principal(device, home[device])
+        for key in roles:  # another device of a member person
+            if len(key) == 48 and device in orgs[key[:32]].person_devices(key[32:]):
+                return key
+        raise AssertionError("not a member")
+
+    roles: dict[bytes, RoomRole] = {}
+    add(view.create.creator, view.create.creator_org, RoomRole.ADMIN)
+    for spec in view.create.members:
+        add(spec.device, spec.org, spec.role)
     for applied in view.applied[1:]:
-        who = applied.entry.author
-        assert who in roles
+        who = of(applied.entry.author)
         assert applied.author_role is roles[who]
+        assert applied.author_person == (who[32:] if len(who) == 48 else None)
         p = applied.payload
         if isinstance(p, MemberAdd | MemberRemove | MemberRole):
             assert roles[who] is RoomRole.ADMIN
         if isinstance(p, MemberAdd):
-            roles[p.device] = p.role
-        elif isinstance(p, MemberRemove):
-            del roles[p.device]
+            assert principal(p.device, p.org) not in roles
+            add(p.device, p.org, p.role)
+        elif isinstance(p, MemberRemove | MemberLeave):
+            gone = of(p.device) if isinstance(p, MemberRemove) else who
+            del roles[gone]
+            home = {d: o for d, o in home.items() if principal(d, o) != gone}
         elif isinstance(p, MemberRole):
-            roles[p.device] = p.role
-        elif isinstance(p, MemberLeave):
-            del roles[who]
-    assert roles == {d: m.role for d, m in view.members.items()}
+            roles[of(p.device)] = p.role
+    assert roles == {m.principal: m.role for m in view.members.values()}
+    for device, member in view.members.items():
+        assert member.device == device
+        if member.person is not None:  # every device of the person, no other
+            assert set(orgs[member.org].person_devices(member.person)) == {
+                d for d, m in view.members.items() if m.principal == member.principal}
 
 
 def _arrive(items: list[Item], rng: random.Random, orgs: dict[bytes, object]) -> RoomState:
@@ -298,9 +350,9 @@ def _arrive(items: list[Item], rng: random.Random, orgs: dict[bytes, object]) ->
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.integers(0, 2**32), st.integers(1, 40))
-def test_every_arrival_order_gives_the_same_room(seed: int, n_ops: int) -> None:
-    w, topic = _scenario(seed, n_ops)
+@given(st.integers(0, 2**32), st.integers(1, 40), st.booleans())
+def test_every_arrival_order_gives_the_same_room(seed: int, n_ops: int, persons: bool) -> None:
+    w, topic = _scenario(seed, n_ops, persons)
     orgs = w.org_states()
     items = w.topics[topic]
     reference = w.room(topic)
@@ -312,3 +364,256 @@ def test_every_arrival_order_gives_the_same_room(seed: int, n_ops: int) -> None:
         assert state.view.order == reference.view.order
         assert state.view.rejected == reference.view.rejected
         assert [e.id for e in state.view.epochs] == [e.id for e in reference.view.epochs]
+
+
+# --- incremental application (RoomState.apply) ---------------------------------------
+
+
+def _with_epochs(seed: int, n_ops: int) -> tuple[World, bytes]:
+    """:func:`_scenario` plus EPOCH_KEYS entries and SEALED entries naming them,
+    written by random devices (members or not), so epochs and per-epoch counts vary.
+    Odd seeds use persons (several devices per member person); every other pair
+    of seeds is a live room (mostly increasing timestamps: the incremental path)."""
+    live = bool(seed & 2)
+    w, topic = _scenario(seed, n_ops, persons=bool(seed & 1), live=live)
+    rng = random.Random(seed ^ 0xE90C)
+    devices = [d for org in w.orgs.values() for d in org.devices.values()]
+    epochs: list[bytes] = []
+    for _ in range(rng.randint(0, 6)):
+        author = rng.choice(devices)
+        if epochs and rng.random() < 0.6:
+            payload = encode_room_payload(Sealed(rng.choice(epochs), rng.randbytes(24), b"x"))
+        else:
+            keys = sorted(d.public_key for d in rng.sample(devices, k=rng.randint(1, 3)))
+            payload = encode_room_payload(EpochKeys(tuple(
+                (k, rng.randbytes(SEALED_SECRET_SIZE)) for k in keys)))
+        ts = (w.tick(rng.randint(0, 1)) if live else w.now_ms + rng.randint(-2, 3)) << 16
+        entry = w.append(author, topic, payload, timestamp=ts)
+        if isinstance(decode_room_payload(payload), EpochKeys):
+            epochs.append(entry.id)
+    return w, topic
+
+
+def _batches(items: list[Item], rng: random.Random, mode: str) -> list[list[Item]]:
+    """Arrival of ``items`` in batches: ``ordered`` (as written: causal, the usual
+    live case), ``swapped`` (as written with a few neighbours swapped) or
+    ``shuffled``; some payloads arrive only in a later batch, some never."""
+    order = items[:]
+    if mode == "shuffled":
+        rng.shuffle(order)
+    elif mode == "swapped":
+        for _ in range(max(1, len(order) // 8)):
+            i = rng.randrange(len(order))
+            j = min(len(order) - 1, i + 1)
+            order[i], order[j] = order[j], order[i]
+    batches: list[list[Item]] = []
+    late: list[Item] = []
+    while order:
+        k = rng.choice((1, 1, 1, 2, 3, 5))
+        chunk, order = order[:k], order[k:]
+        batch: list[Item] = []
+        for entry, payload in chunk:
+            roll = rng.random()
+            if roll < 0.1:
+                batch.append((entry, None))
+                late.append((entry, payload))
+            elif roll < 0.13:
+                batch.append((entry, None))  # payload never arrives (erased elsewhere)
+            else:
+                batch.append((entry, payload))
+        if late and rng.random() < 0.3:
+            batch.append(late.pop(0))
+        batches.append(batch)
+    if late:
+        batches.append(late)
+    return batches
+
+
+def _same_view(state: RoomState, orgs: dict[bytes, object]) -> None:
+    reference = resolve_room(state.topic, state.items(), orgs)  # type: ignore[arg-type]
+    view = state.view
+    assert view.create == reference.create
+    assert view.members == reference.members
+    assert view.order == reference.order
+    assert view.applied == reference.applied
+    assert view.rejected == reference.rejected
+    assert view.epochs == reference.epochs
+    for epoch in reference.epochs:
+        assert state.sealed_count(epoch.id) == sum(
+            1 for a in reference.applied
+            if isinstance(a.payload, Sealed) and a.payload.epoch == epoch.id)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32), st.integers(1, 30),
+       st.sampled_from(["ordered", "ordered", "swapped", "shuffled"]))
+def test_incremental_state_equals_full_resolution(seed: int, n_ops: int, mode: str) -> None:
+    """After every batch, in any arrival order, RoomState.view (mostly applied
+    incrementally) equals resolve_room over the entries known so far."""
+    w, topic = _with_epochs(seed, n_ops)
+    orgs = w.org_states()
+    rng = random.Random(seed ^ 0xBA7C)
+    items = list(w.topics[topic])
+    if rng.random() < 0.3:  # an entry of another topic slipped in
+        items.insert(rng.randrange(len(items) + 1), next(iter(w.topics.values()))[0])
+    state = RoomState(topic, orgs)  # type: ignore[arg-type]
+    for batch in _batches(items, rng, mode):
+        state.apply(batch)
+        _same_view(state, orgs)  # type: ignore[arg-type]
+    if rng.random() < 0.3:  # an org update re-resolves and keeps going incrementally
+        state.update_orgs(orgs)
+        _same_view(state, orgs)  # type: ignore[arg-type]
+
+
+def test_entries_in_order_take_the_incremental_path() -> None:
+    """Appending newest entries one by one re-resolves only until the room exists
+    and when an older entry arrives."""
+    w, alice, bob, _carol, topic = _setup()
+    state = w.room(topic)
+    w.append(alice, topic, compose_rekey(state, alice, w.now_ms))
+    state.apply(w.topics[topic])
+    base = state.full_resolves
+    for i in range(20):
+        author = alice if i % 2 else bob
+        w.append(author, topic, compose_text(state, author, f"m{i}",
+                                             seq=w.next_seq(author, topic), now_ms=w.now_ms))
+        state.apply(w.topics[topic][-1:])
+    assert state.full_resolves == base
+    epoch = state.view.current_epoch
+    assert epoch is not None and state.sealed_count(epoch.id) == 20
+    # concurrent with alice's newest (no deps, stamped before it): a full resolve
+    late = w.append(bob, topic, compose_text(state, bob, "late", seq=w.next_seq(bob, topic),
+                                             now_ms=w.now_ms),
+                    deps=[], timestamp=(w.now_ms - 1) << 16)
+    state.apply([(late, w.topics[topic][-1][1])])
+    assert state.full_resolves == base + 1
+    assert state.view.order.index(late.id) < len(state.view.order) - 1
+    assert state.view == resolve_room(topic, state.items(), state.orgs)
+
+
+# --- persons: membership per principal -------------------------------------------------
+
+
+def _person_setup() -> tuple[World, Identity, Identity, Identity, Identity, bytes, bytes]:
+    """Org A: alice (creator, no person). Org B: person P with phone and laptop; the
+    room is created with the phone only."""
+    w = World()
+    a, b = w.new_org(), w.new_org()
+    alice = w.new_device(a, "alice")
+    p = os.urandom(16)
+    phone = w.new_device(b, "phone", person=p)
+    laptop = w.new_device(b, "laptop", person=p)
+    other = w.new_device(b, "ward-tablet")  # no person: a device principal
+    topic, create = compose_room(alice, a.id, RoomKind.GROUP,
+                                 [MemberSpec(phone.public_key, b.id)], w.now_ms)
+    w.append(alice, topic, create)
+    return w, alice, phone, laptop, other, topic, p
+
+
+def test_adding_a_persons_device_makes_the_person_the_member() -> None:
+    w, alice, phone, laptop, other, topic, p = _person_setup()
+    state = w.room(topic)
+    members = state.members
+    assert set(members) == {alice.public_key, phone.public_key, laptop.public_key}
+    assert members[laptop.public_key].person == p == members[phone.public_key].person
+    assert members[laptop.public_key].principal == members[phone.public_key].principal
+    assert members[alice.public_key].person is None
+    assert members[alice.public_key].principal == alice.public_key
+    w.append(alice, topic, compose_rekey(state, alice, w.now_ms))
+    state = w.room(topic)
+    epoch = state.view.current_epoch
+    assert epoch is not None
+    assert set(epoch.recipients) == {alice.public_key, phone.public_key, laptop.public_key}
+    # the laptop (never named in the room) writes, attributed to the person
+    text = w.append(laptop, topic, compose_text(state, laptop, "hi", seq=1, now_ms=w.now_ms))
+    view = w.room(topic).view
+    assert text.id in view.order
+    applied = view.applied[view.order.index(text.id)]
+    assert applied.author_person == p and applied.author_role is RoomRole.MEMBER
+    # a device without a person stays outside
+    with pytest.raises(NotPermitted):
+        compose_text(state, other, "x", seq=1, now_ms=w.now_ms)
+    # the person is one member: adding another of its devices is "already member"
+    with pytest.raises(NotPermitted):
+        compose_add(state, alice, laptop.public_key, w.orgs[list(w.orgs)[1]].id)
+    dup = w.append(alice, topic, encode_room_payload(
+        MemberAdd(laptop.public_key, w.orgs[list(w.orgs)[1]].id)))
+    assert w.room(topic).view.rejected[dup.id] is Rejection.ALREADY_MEMBER
+
+
+def test_ops_naming_any_device_act_on_the_person() -> None:
+    w, alice, phone, laptop, _, topic, _ = _person_setup()
+    state = w.room(topic)
+    # role change naming the laptop applies to the phone too
+    w.append(alice, topic, compose_role(state, alice, laptop.public_key, RoomRole.ADMIN))
+    state = w.room(topic)
+    assert state.members[phone.public_key].role is RoomRole.ADMIN
+    assert state.members[laptop.public_key].role is RoomRole.ADMIN
+    # removal naming the laptop removes the person (both devices)
+    w.append(alice, topic, compose_remove(state, alice, laptop.public_key))
+    state = w.room(topic)
+    assert set(state.members) == {alice.public_key}
+    late = w.append(phone, topic, encode_room_payload(
+        Sealed(os.urandom(32), os.urandom(24), b"x")))
+    assert w.room(topic).view.rejected[late.id] is Rejection.NOT_MEMBER
+
+
+def test_leave_by_any_device_removes_the_person() -> None:
+    w, alice, _, laptop, _, topic, _ = _person_setup()
+    state = w.room(topic)
+    w.append(laptop, topic, compose_leave(state, laptop))
+    assert set(w.room(topic).members) == {alice.public_key}
+
+
+def test_revoking_one_device_keeps_the_person_in_the_room() -> None:
+    w, alice, phone, laptop, _, topic, _ = _person_setup()
+    state = w.room(topic)
+    w.append(alice, topic, compose_rekey(state, alice, w.now_ms))
+    state = w.room(topic)
+    assert state.rekey_reason(w.now_ms) is None
+    b = w.orgs[list(w.orgs)[1]]
+    w.revoke(b, phone)
+    w.tick(5)
+    state.update_orgs(w.org_states())
+    assert state.rekey_reason(w.now_ms) is RekeyReason.MEMBERSHIP_CHANGED
+    assert set(state.active_members(w.now_ms)) == {alice.public_key, laptop.public_key}
+    assert phone.public_key in state.members  # still a member device, inactive
+    w.append(laptop, topic, compose_rekey(state, laptop, w.now_ms))
+    state = w.room(topic)
+    epoch = state.view.current_epoch
+    assert epoch is not None and set(epoch.recipients) == {alice.public_key, laptop.public_key}
+    assert state.rekey_reason(w.now_ms) is None
+    w.append(laptop, topic, compose_text(state, laptop, "still here",
+                                         seq=w.next_seq(laptop, topic), now_ms=w.now_ms))
+    assert not w.room(topic).view.rejected
+
+
+def test_a_new_device_of_a_member_person_triggers_a_rekey() -> None:
+    w, alice, _, _, _, topic, p = _person_setup()
+    state = w.room(topic)
+    w.append(alice, topic, compose_rekey(state, alice, w.now_ms))
+    state = w.room(topic)
+    assert state.rekey_reason(w.now_ms) is None
+    tablet = w.new_device(w.orgs[list(w.orgs)[1]], "tablet", person=p)
+    state.update_orgs(w.org_states())
+    assert tablet.public_key in state.members
+    assert state.rekey_reason(w.now_ms) is RekeyReason.MEMBERSHIP_CHANGED
+    assert tablet.public_key in state.active_members(w.now_ms)
+    w.append(tablet, topic, compose_rekey(state, tablet, w.now_ms))
+    state = w.room(topic)
+    epoch = state.view.current_epoch
+    assert epoch is not None and tablet.public_key in epoch.recipients
+    assert not state.view.rejected
+
+
+def test_person_of_another_org_is_not_the_same_member() -> None:
+    """Person ids are scoped by their organisation: the same 16 bytes in another org
+    is another principal."""
+    w, alice, phone, _, _, topic, p = _person_setup()
+    a = w.orgs[next(iter(w.orgs))]
+    namesake = w.new_device(a, "namesake", person=p)
+    state = w.room(topic)
+    assert namesake.public_key not in state.members
+    w.append(alice, topic, compose_add(state, alice, namesake.public_key, a.id))
+    state = w.room(topic)
+    assert state.members[namesake.public_key].principal != state.members[phone.public_key].principal

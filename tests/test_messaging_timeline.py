@@ -32,8 +32,7 @@ from p2pmsg.messaging import (
     compose_room,
     decrypt_timeline,
 )
-from p2pmsg.messaging.compose import encrypt_for_entry
-from p2pmsg.messaging.crypto import epoch_key, open_secret
+from p2pmsg.messaging.crypto import encrypt_for_entry, epoch_key, open_secret
 
 
 class Room:
@@ -174,3 +173,84 @@ def test_unknown_room_payload_kind_is_shown_not_dropped() -> None:
     (msg,) = r.timeline().messages
     assert msg.id == e.id
     assert msg.content == UnknownContent(50, 1, raw)
+
+
+# --- persons: author judged per person ------------------------------------------------
+
+
+class PersonRoom(Room):
+    """Room plus org B's person P with two devices (bob is P's phone, bob2 P's
+    laptop) and org A's person with the same 16 bytes (dave, not the same author)."""
+
+    def __init__(self) -> None:
+        self.w = World()
+        a, b = self.w.new_org(), self.w.new_org()
+        self.person = os.urandom(16)
+        self.alice = self.w.new_device(a, "alice")  # admin (creator), no person
+        self.bob = self.w.new_device(b, "bob-phone", person=self.person)
+        self.bob2 = self.w.new_device(b, "bob-laptop", person=self.person)
+        self.carol = self.w.new_device(a, "carol")
+        self.dave = self.w.new_device(a, "dave", person=self.person)  # another org's P
+        self.topic, create = compose_room(
+            self.alice, a.id, RoomKind.GROUP,
+            [MemberSpec(self.bob.public_key, b.id), MemberSpec(self.carol.public_key, a.id),
+             MemberSpec(self.dave.public_key, a.id)],
+            self.w.now_ms)
+        self.w.append(self.alice, self.topic, create)
+        self.w.append(self.alice, self.topic,
+                      compose_rekey(self.w.room(self.topic), self.alice, self.w.now_ms))
+
+
+def test_messages_carry_the_authors_person() -> None:
+    r = PersonRoom()
+    m1 = r.send(r.bob2, Text("from the laptop"))
+    m2 = r.send(r.alice, Text("device only"))
+    msgs = r.by_id(r.bob)  # the phone reads what the laptop wrote
+    assert msgs[m1].status is MessageStatus.OK
+    assert msgs[m1].author == r.bob2.public_key and msgs[m1].person == r.person
+    assert msgs[m2].person is None
+
+
+def test_edit_from_the_authors_other_device_is_the_authors() -> None:
+    r = PersonRoom()
+    target = r.send(r.bob, Text("K+ 5.9"))
+    r.send(r.bob2, Edit(target, "K+ 5.6"))  # same person, other device: applies
+    r.send(r.dave, Edit(target, "hijacked"))  # same person bytes, other org: ignored
+    r.send(r.carol, Edit(target, "hijacked"))  # not the author: ignored
+    msg = r.by_id(r.alice)[target]
+    assert msg.content == Text("K+ 5.6")
+    assert msg.history == (Text("K+ 5.9"),)
+    # a device-only author's message stays editable by that device only
+    plain = r.send(r.carol, Text("x"))
+    r.send(r.dave, Edit(plain, "y"))
+    assert r.by_id(r.alice)[plain].content == Text("x")
+
+
+def test_redaction_from_the_authors_other_device_is_the_authors() -> None:
+    r = PersonRoom()
+    m1 = r.send(r.bob, Text("mine"))
+    m2 = r.send(r.carol, Text("carol's"))
+    r.send(r.bob2, Redaction(m1))  # the author person, other device
+    r.send(r.dave, Redaction(m2))  # neither author nor admin: ignored
+    msgs = r.by_id(r.alice)
+    assert msgs[m1].status is MessageStatus.REDACTED
+    assert msgs[m1].redacted_by == r.bob2.public_key
+    assert msgs[m2].status is MessageStatus.OK
+
+
+def test_redaction_plan_judges_the_author_per_person_like_the_timeline() -> None:
+    """What erasure enforces (plan_redactions) matches what the timeline shows."""
+    from p2pmsg.messaging import open_epoch_keys
+    from p2pmsg.messaging.redaction import plan_redactions
+
+    r = PersonRoom()
+    m1 = r.send(r.bob, Text("mine"))
+    e1 = r.send(r.bob2, Edit(m1, "mine, edited on the laptop"))
+    m2 = r.send(r.carol, Text("carol's"))
+    red = r.send(r.bob2, Redaction(m1))  # the author person's other device
+    r.send(r.dave, Redaction(m2))  # same person bytes, other org, not admin: no effect
+    view = r.w.room(r.topic).view
+    plan = plan_redactions(view, open_epoch_keys(view, r.alice))
+    assert [(t.redaction, t.target) for t in plan] == [(red, m1)]
+    assert set(plan[0].erase) == {m1, e1}
+    assert r.by_id(r.alice)[m2].status is MessageStatus.OK

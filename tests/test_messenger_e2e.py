@@ -17,13 +17,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import trio
 import trio.testing
+from node_helpers import has_entry, wait_until, wall
 
 from p2pmsg.blobs import BlobStore
 from p2pmsg.certs import DeviceCertificate, Role, issue_certificate
@@ -78,9 +78,6 @@ class Federation:
         return self.roots[device[0]].public_key
 
 
-def wall() -> int:
-    return T0 + int(trio.current_time() * 1000)
-
 
 async def build(nursery: trio.Nursery, tmp_path: Path, *, blobs: bool = False) -> Federation:
     """Certify everything, plan the room, open the relay and six device nodes
@@ -125,15 +122,6 @@ async def build(nursery: trio.Nursery, tmp_path: Path, *, blobs: bool = False) -
     return fed
 
 
-async def wait_until(predicate: Callable[[], bool], timeout: float = 60.0) -> None:
-    """Poll in virtual time; fails (Cancelled -> TooSlowError) if it never holds."""
-    with trio.fail_after(timeout):
-        while not predicate():
-            await trio.sleep(0.05)
-
-
-def has_entry(node: Node, topic: bytes, entry_id: bytes) -> bool:
-    return any(e.id == entry_id for e in node.read(topic))
 
 
 async def everywhere(fed: Federation, entry_id: bytes, names: tuple[str, ...] = DEVICES) -> None:

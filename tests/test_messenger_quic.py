@@ -21,7 +21,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +31,7 @@ import trio
 
 pytest.importorskip("p2pmsg_quic", reason="the QUIC transport plugin is not installed")
 
+from node_helpers import has_entry, wait_until
 from p2pmsg_quic import QuicSettings, QuicTransport
 
 from p2pmsg.blobs import BlobStore
@@ -132,15 +133,6 @@ async def federation(tmp_path: Path, devices: tuple[str, ...] = DEVICES,
             nursery.cancel_scope.cancel()
 
 
-async def wait_until(predicate: Callable[[], bool], timeout: float = TIMEOUT) -> None:
-    """Poll in real time; TooSlowError if it never holds."""
-    with trio.fail_after(timeout):
-        while not predicate():
-            await trio.sleep(0.02)
-
-
-def has_entry(node: Node, topic: bytes, entry_id: bytes) -> bool:
-    return any(e.id == entry_id for e in node.read(topic))
 
 
 async def everywhere(fed: Federation, entry_id: bytes) -> None:

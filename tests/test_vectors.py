@@ -21,7 +21,13 @@ import cbor2
 import nacl.signing
 import pytest
 
-from p2pmsg.certs import Role, decode_certificate, issue_certificate, verify_certificate
+from p2pmsg.certs import (
+    Role,
+    decode_certificate,
+    issue_certificate,
+    person_id,
+    verify_certificate,
+)
 from p2pmsg.entry import create_entry, decode_entry
 from p2pmsg.errors import Reason, ValidationError
 from p2pmsg.forks import ForkProof, decode_fork_proof
@@ -70,6 +76,7 @@ def test_vectors_cover_every_decode_and_validation_reason() -> None:
     assert {"cert_expired", "cert_wrong_issuer", "bad_signature", "malformed",
             "unknown_version", "non_canonical", "too_large"} <= cert_reasons
     assert len(ENTRIES["positive"]) >= 5 and len(FORKS["positive"]) >= 1
+    assert {c["fields"]["version"] for c in CERTS["positive"]} == {1, 2}
 
 
 # --------------------------------------------------------------------------- entries
@@ -160,8 +167,12 @@ def test_certificate_vector(case: dict[str, Any]) -> None:
     org = Identity.from_seed(X(case["org_secret_seed"]))
     f = case["fields"]
     assert org.public_key.hex() == f["org"]
+    person = None if f["person"] is None else X(f["person"])
+    if "person_handle" in case:
+        assert person_id(org, case["person_handle"]) == person
     cert = issue_certificate(org, X(f["device"]), Role(f["role"]), f["display_name"],
-                             f["valid_from"], f["valid_until"])
+                             f["valid_from"], f["valid_until"], person=person)
+    assert cert.version == f["version"] == (1 if person is None else 2)
     assert cert.body().hex() == case["body_bytes"]
     assert cert.signature.hex() == case["signature"]
     assert cert.to_bytes().hex() == case["certificate_bytes"]
@@ -171,9 +182,9 @@ def test_certificate_vector(case: dict[str, Any]) -> None:
     nacl.signing.VerifyKey(X(f["org"])).verify(X(case["signing_input"]), X(case["signature"]))
     assert cbor2.loads(X(case["certificate_bytes"])) == [X(case["body_bytes"]),
                                                          X(case["signature"])]
-    assert cbor2.loads(X(case["body_bytes"])) == [1, X(f["org"]), X(f["device"]), f["role"],
-                                                  f["display_name"], f["valid_from"],
-                                                  f["valid_until"]]
+    assert cbor2.loads(X(case["body_bytes"])) == [
+        f["version"], X(f["org"]), X(f["device"]), f["role"], f["display_name"],
+        f["valid_from"], f["valid_until"], *([] if person is None else [person])]
     decoded = decode_certificate(X(case["certificate_bytes"]))
     assert decoded == cert
     verify_certificate(decoded, X(case["check"]["org_root"]), case["check"]["now_ms"])
@@ -228,3 +239,64 @@ def test_annotated_dump_in_protocol_doc_matches_vector() -> None:
 def test_signature_domains_in_vectors_match_library() -> None:
     assert X(ENTRIES["entry_domain"]) == Domain.ENTRY.value
     assert X(CERTS["certificate_domain"]) == Domain.CERTIFICATE.value
+
+
+# -- sealed.json: SEALED room payloads (v2 clear refs) -----------------------------------
+
+SEALED = _load("sealed.json")
+
+
+def _clear_refs(case: dict[str, Any]) -> list[Any]:
+    refs = case["refs"]
+    return [[X(b) for b in refs["blobs"]], None if refs["redacts"] is None else X(refs["redacts"])]
+
+
+def _independent_ad(case: dict[str, Any]) -> bytes:
+    place = (X(case["topic"]) + X(case["author"]) + case["seq"].to_bytes(8, "big")
+             + X(case["epoch"]))
+    if case["version"] == 1:
+        return X(SEALED["ad_domain_v1"]) + place
+    return X(SEALED["ad_domain_v2"]) + place + cbor2.dumps(_clear_refs(case), canonical=True)
+
+
+@pytest.mark.parametrize("case", SEALED["positive"], ids=_ids(SEALED["positive"]))
+def test_sealed_vector(case: dict[str, Any]) -> None:
+    from nacl.bindings import crypto_aead_xchacha20poly1305_ietf_decrypt
+
+    from p2pmsg.messaging.content import encode_content
+    from p2pmsg.messaging.crypto import decrypt_content
+    from p2pmsg.messaging.payloads import Sealed, decode_room_payload, encode_room_payload
+
+    ad = _independent_ad(case)
+    assert ad == X(case["associated_data"])
+    plaintext = crypto_aead_xchacha20poly1305_ietf_decrypt(
+        X(case["ciphertext"]), ad, X(case["nonce"]), X(case["epoch_key"]))
+    assert plaintext == X(case["plaintext"])
+    wire = [38, case["version"], X(case["epoch"]), X(case["nonce"]), X(case["ciphertext"])]
+    if case["version"] != 1:
+        wire += _clear_refs(case)
+    assert cbor2.dumps(wire, canonical=True) == X(case["payload_bytes"])
+    sealed = decode_room_payload(X(case["payload_bytes"]))
+    assert isinstance(sealed, Sealed) and sealed.version == case["version"]
+    assert encode_room_payload(sealed) == X(case["payload_bytes"])
+    content = decrypt_content(X(case["epoch_key"]), X(case["topic"]), X(case["author"]),
+                              case["seq"], sealed)
+    assert encode_content(content) == X(case["plaintext"])
+
+
+@pytest.mark.parametrize("case", SEALED["negative"], ids=_ids(SEALED["negative"]))
+def test_sealed_negative_vector(case: dict[str, Any]) -> None:
+    from p2pmsg.errors import DecodeError
+    from p2pmsg.messaging.crypto import RefsMismatchError, decrypt_content
+    from p2pmsg.messaging.errors import DecryptionError
+    from p2pmsg.messaging.payloads import Sealed, decode_room_payload
+
+    expected = {"decode": DecodeError, "decrypt": DecryptionError,
+                "content": RefsMismatchError}[case["stage"]]
+    with pytest.raises(ValidationError) as info:
+        sealed = decode_room_payload(X(case["payload_bytes"]))
+        assert isinstance(sealed, Sealed)
+        decrypt_content(X(case["epoch_key"]), X(case["topic"]), X(case["author"]),
+                        case["seq"], sealed)
+    assert type(info.value) is expected
+    assert info.value.reason.value == case["expected_reason"]

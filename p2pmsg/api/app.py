@@ -183,6 +183,7 @@ class _Api:
         return _json(200, {
             "api_version": API_VERSION,
             "device": self.m.device.hex(),
+            "person": None if (person := self.m.person) is None else person.hex(),
             "org": self.m.org.hex(),
             "orgs": [o.hex() for o in self.m.orgs],
             "rooms": len(self.m.rooms()),

@@ -60,6 +60,9 @@ _HEX: Schema = {"type": "string", "pattern": HEX32,
 _HEX_OR_NULL: Schema = {"type": ["string", "null"], "pattern": HEX32,
                         "description": "expected 64 hex digits or null"}
 _COUNT: Schema = {"type": "integer", "minimum": 0}
+_PERSON: Schema = {"type": ["string", "null"], "pattern": "^[0-9a-fA-F]{32}$",
+                   "description": "pseudonymous person id (32 hex digits) the device's "
+                                  "certificate names; null: a device without a person"}
 
 SCHEMAS: dict[str, Schema] = {
     "Id": _HEX,
@@ -69,6 +72,7 @@ SCHEMAS: dict[str, Schema] = {
     "Status": _obj({
         "api_version": {"type": "string"},
         "device": _ref("Id"),
+        "person": _PERSON,
         "org": _ref("Id"),
         "orgs": {"type": "array", "items": _ref("Id")},
         "rooms": _COUNT,
@@ -82,6 +86,7 @@ SCHEMAS: dict[str, Schema] = {
     }),
     "Member": _obj({
         "device": _ref("Id"),
+        "person": _PERSON,
         "org": _ref("Id"),
         "role": {"type": "string", "enum": ["admin", "member"]},
         "active": {"type": "boolean",
@@ -120,6 +125,7 @@ SCHEMAS: dict[str, Schema] = {
     "Message": _obj({
         "id": _ref("Id"),
         "author": _ref("Id"),
+        "person": _PERSON,
         "org": _ref("Id"),
         "timestamp": {"type": "integer", "minimum": 0,
                       "description": "hybrid logical clock (ms << 16 | counter)"},
@@ -181,6 +187,7 @@ SCHEMAS: dict[str, Schema] = {
                   description="data of an SSE `message` event: a new or changed message"),
     "Device": _obj({
         "device": _ref("Id"),
+        "person": _PERSON,
         "role": {"type": "string", "enum": ["admin", "member", "node"]},
         "name": {"type": "string"},
     }),

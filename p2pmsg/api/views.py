@@ -34,8 +34,8 @@ def room_view(room: Room, replicated: bool) -> dict[str, Any]:
         "kind": room.kind.value,
         "creator": room.creator.hex(),
         "members": [
-            {"device": m.device.hex(), "org": m.org.hex(), "role": m.role.value,
-             "active": m.device not in room.inactive}
+            {"device": m.device.hex(), "person": None if m.person is None else m.person.hex(),
+             "org": m.org.hex(), "role": m.role.value, "active": m.device not in room.inactive}
             for m in sorted(room.members.values(), key=lambda m: m.device)
         ],
         "epoch": room.epoch,
@@ -74,6 +74,7 @@ def message_view(msg: Message) -> dict[str, Any]:
     return {
         "id": msg.id.hex(),
         "author": msg.author.hex(),
+        "person": None if msg.person is None else msg.person.hex(),
         "org": msg.org.hex(),
         "timestamp": msg.timestamp,
         "time_ms": msg.timestamp >> COUNTER_BITS,
@@ -88,5 +89,6 @@ def message_view(msg: Message) -> dict[str, Any]:
 
 def device_view(certs: Mapping[bytes, DeviceCertificate]) -> list[dict[str, Any]]:
     """``Device`` items of one organisation, by device key."""
-    return [{"device": d.hex(), "role": c.role.value, "name": c.display_name}
+    return [{"device": d.hex(), "person": None if c.person is None else c.person.hex(),
+             "role": c.role.value, "name": c.display_name}
             for d, c in sorted(certs.items())]

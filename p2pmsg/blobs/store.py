@@ -39,7 +39,8 @@ import contextlib
 import os
 import sqlite3
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -53,11 +54,15 @@ from .format import (
     HASH_SIZE,
     BlobEncryptor,
     Manifest,
-    decrypt_chunk,
+    decrypt_stored_chunk,
     hash_object,
 )
 
-__all__ = ["BlobStore", "Quotas", "estimate_stored_size"]
+__all__ = ["BlobStore", "ChunkBatch", "Quotas", "estimate_stored_size"]
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 _ROOT, _PAGE, _CHUNK = 0, 1, 2
 _WRITE_BATCH_BYTES = 2 << 20
@@ -66,10 +71,11 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS blobs (
     root BLOB PRIMARY KEY, org BLOB NOT NULL, room BLOB NOT NULL,
     size INTEGER NOT NULL, chunk_size INTEGER NOT NULL, pages INTEGER NOT NULL,
-    stored INTEGER NOT NULL
+    stored INTEGER NOT NULL, registered INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS blobs_org ON blobs(org);
 CREATE INDEX IF NOT EXISTS blobs_room ON blobs(room);
+CREATE INDEX IF NOT EXISTS blobs_registered ON blobs(registered);
 CREATE TABLE IF NOT EXISTS objects (
     hash BLOB PRIMARY KEY, root BLOB NOT NULL, kind INTEGER NOT NULL,
     idx INTEGER NOT NULL, size INTEGER NOT NULL, present INTEGER NOT NULL
@@ -107,17 +113,49 @@ def estimate_stored_size(size: int, chunk_size: int = DEFAULT_CHUNK_SIZE) -> int
     return size + count * (CHUNK_OVERHEAD + HASH_SIZE) + 64 + pages * (HASH_SIZE + 2)
 
 
+@dataclass
+class _Temps:
+    """Temp files of a batch written and not yet synced/renamed."""
+
+    temps: list[tuple[str, Path]] = field(default_factory=list)
+    fds: list[int] = field(default_factory=list)
+    dirs: dict[Path, None] = field(default_factory=dict)
+
+
+@dataclass
+class ChunkBatch:
+    """Chunks between :meth:`BlobStore.prepare_chunks` and :meth:`BlobStore.commit_chunks`."""
+
+    objects: dict[bytes, bytes] = field(repr=False)
+    """hash -> chunk bytes, length checked, not yet held."""
+    verified: bool
+    """Every chunk was hashed against its address (by the caller or write_chunks)."""
+    temps: _Temps | None = field(default=None, repr=False)
+    written: bool = False
+    """Synced and renamed into place: ready for commit_chunks."""
+
+    @property
+    def size(self) -> int:
+        return sum(map(len, self.objects.values()))
+
+
 class BlobStore:
     """Content-addressed attachment storage in ``path``. See the module docstring.
 
     ``durable=False`` skips fsync (only for tests/benchmarks on throwaway data).
-    Not thread-safe; use from one thread (the node's). Close with :meth:`close`
+    ``clock`` gives wall-clock milliseconds; it stamps each blob's registration
+    time, which retention (:meth:`registered_before`) measures from.
+    Not thread-safe; use from one thread (the node's) — except
+    :meth:`sync_chunks`, which touches only files and may run in a worker thread
+    while nothing else uses that batch. Close with :meth:`close`
     (or use as a context manager).
     """
 
     def __init__(self, path: str | os.PathLike[str], *, quotas: Quotas | None = None,
-                 max_file_size: int = DEFAULT_MAX_FILE_SIZE, durable: bool = True) -> None:
+                 max_file_size: int = DEFAULT_MAX_FILE_SIZE, durable: bool = True,
+                 clock: Callable[[], int] = _wall_ms) -> None:
         self.path = Path(path)
+        self.clock = clock
         self.quotas = quotas or Quotas()
         self.max_file_size = max_file_size
         self.durable = durable
@@ -129,11 +167,21 @@ class BlobStore:
             self._db = sqlite3.connect(self.path / "index.sqlite3", isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'OFF'}")
+            self._migrate()
             self._db.executescript(_SCHEMA)
         except sqlite3.DatabaseError as exc:
             raise StoreCorruptError("blob index is damaged or not a p2pmsg blob store") from exc
         for leftover in self._tmp.iterdir():  # temp files of a crashed write
             leftover.unlink(missing_ok=True)
+
+    def _migrate(self) -> None:
+        """Add the ``registered`` column to an index made before it existed (0 =
+        unknown time: such blobs count as registered at the epoch, so the first
+        retention run after the upgrade applies to them)."""
+        cols = [row[1] for row in self._db.execute("PRAGMA table_info(blobs)")]
+        if cols and "registered" not in cols:
+            self._db.execute(
+                "ALTER TABLE blobs ADD COLUMN registered INTEGER NOT NULL DEFAULT 0")
 
     def close(self) -> None:
         self._db.close()
@@ -162,41 +210,56 @@ class BlobStore:
     def _write_batch(self, objects: Mapping[bytes, bytes]) -> None:
         """Write files durably: all temp files, then fsync each, rename all into
         place, then fsync each directory touched once (not once per file)."""
-        temps: list[tuple[str, Path]] = []
-        fds: list[int] = []
-        dirs: dict[Path, None] = {}
+        self._publish(self._write_temps(objects))
+
+    def _write_temps(self, objects: Mapping[bytes, bytes]) -> _Temps:
+        """First half of :meth:`_write_batch`: the temp files, written, not synced."""
+        t = _Temps()
         try:
             for h, data in objects.items():
                 final = self._object_path(h)
-                if final.parent not in dirs and not final.parent.is_dir():
+                if final.parent not in t.dirs and not final.parent.is_dir():
                     final.parent.mkdir(exist_ok=True)
                     self._fsync_dir(final.parent.parent)
-                dirs[final.parent] = None
+                t.dirs[final.parent] = None
                 fd, tmp = tempfile.mkstemp(dir=self._tmp)
-                temps.append((tmp, final))
-                fds.append(fd)
+                t.temps.append((tmp, final))
+                t.fds.append(fd)
                 with os.fdopen(fd, "wb", closefd=False) as f:
                     f.write(data)
-            # fsync after all are written: the kernel writes the batch back together
-            while fds:
-                fd = fds.pop()
-                try:
-                    if self.durable:
-                        os.fsync(fd)
-                finally:
-                    os.close(fd)
-            for tmp, final in temps:
+        except BaseException:
+            self._discard(t)
+            raise
+        return t
+
+    def _publish(self, t: _Temps) -> None:
+        """Second half (the disk waits; touches no SQLite, safe in a worker thread):
+        fsync every temp file — after all are written, so the kernel writes the batch
+        back together — rename them into place, fsync each directory once."""
+        try:
+            while t.fds:
+                fd = t.fds[-1]
+                if self.durable:
+                    os.fsync(fd)
+                t.fds.pop()
+                os.close(fd)
+            for tmp, final in t.temps:
                 os.replace(tmp, final)
         except BaseException:
-            for fd in fds:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-            for tmp, _ in temps:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
+            self._discard(t)
             raise
-        for d in dirs:
+        for d in t.dirs:
             self._fsync_dir(d)
+
+    @staticmethod
+    def _discard(t: _Temps) -> None:
+        for fd in t.fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        t.fds.clear()
+        for tmp, _ in t.temps:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
 
     def _read(self, h: bytes) -> bytes | None:
         try:
@@ -268,9 +331,9 @@ class BlobStore:
             with self._transaction() as db:
                 # re-check inside the write lock (another store object, same directory)
                 self.check_quota(manifest.stored_size, org=org, room=room)
-                db.execute("INSERT INTO blobs VALUES (?, ?, ?, ?, ?, ?, ?)",
+                db.execute("INSERT INTO blobs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                            (root, org, room, manifest.size, manifest.chunk_size,
-                            len(manifest.pages), manifest.stored_size))
+                            len(manifest.pages), manifest.stored_size, self.clock()))
                 db.executemany("INSERT INTO objects VALUES (?, ?, ?, ?, ?, ?)", rows)
         except sqlite3.IntegrityError as exc:
             raise StoreError("an object of this blob belongs to another blob") from exc
@@ -303,6 +366,13 @@ class BlobStore:
             sql += " AND room = ?"
             args.append(room)
         return [r for (r,) in self._db.execute(sql + " ORDER BY root", args)]
+
+    def registered_before(self, before_ms: int) -> list[tuple[bytes, bytes, bytes, int]]:
+        """(root, org, room, registered_ms) of every blob registered before
+        ``before_ms``, oldest first: what a retention sweep considers."""
+        return [(bytes(r), bytes(o), bytes(m), t) for r, o, m, t in self._db.execute(
+            "SELECT root, org, room, registered FROM blobs WHERE registered < ? "
+            "ORDER BY registered, root", (before_ms,))]
 
     # --- objects --------------------------------------------------------------------
 
@@ -349,6 +419,22 @@ class BlobStore:
         machine does so for every :class:`~.transfer.ChunkReceived`); the length
         is always checked.
         """
+        batch = self.prepare_chunks(chunks, verified=verified)
+        self.write_chunks(batch)
+        self.sync_chunks(batch)
+        return self.commit_chunks(batch)
+
+    def prepare_chunks(self, chunks: Iterable[tuple[bytes, bytes]], *,
+                       verified: bool = False) -> ChunkBatch:
+        """Step 1 of :meth:`put_chunks` (index lookups, in the store's thread):
+        check every chunk belongs to a registered blob and has its length; drop
+        those already held. Raises :class:`StoreError` / :class:`ChunkMismatchError`.
+
+        The four steps (prepare, :meth:`write_chunks`, :meth:`sync_chunks`,
+        :meth:`commit_chunks`) let a node wait for the disk (fsync) in a worker
+        thread — :meth:`sync_chunks` touches no SQLite connection — while its own
+        thread keeps serving the network.
+        """
         todo: dict[bytes, bytes] = {}
         for h, data in chunks:
             row = self._db.execute(
@@ -358,16 +444,53 @@ class BlobStore:
                 raise StoreError("chunk of no registered blob")
             if row[1] or h in todo:
                 continue
-            if len(data) != row[0] or (not verified and hash_object(data) != h):
-                raise ChunkMismatchError("chunk does not match its hash")
+            if len(data) != row[0]:
+                raise ChunkMismatchError("chunk has the wrong length")
             todo[h] = data
-        if not todo:
+        return ChunkBatch(todo, verified)
+
+    def write_chunks(self, batch: ChunkBatch) -> None:
+        """Step 2 (CPU): unless the batch is ``verified``, hash every chunk first —
+        one mismatch raises :class:`ChunkMismatchError` and nothing of the batch is
+        written — then write the temp files (not yet synced)."""
+        if batch.temps is not None:
+            raise StoreError("write_chunks called twice")
+        if not batch.verified:
+            for h, data in batch.objects.items():
+                if hash_object(data) != h:
+                    raise ChunkMismatchError("chunk does not match its hash")
+            batch.verified = True
+        batch.temps = self._write_temps(batch.objects)
+
+    def sync_chunks(self, batch: ChunkBatch) -> None:
+        """Step 3 (the disk waits; files only, no SQLite: safe in a worker thread):
+        fsync the temp files, rename them into place, fsync their directories."""
+        if batch.temps is None:
+            raise StoreError("sync_chunks before write_chunks")
+        self._publish(batch.temps)
+        batch.written = True
+
+    def discard_chunks(self, batch: ChunkBatch) -> None:
+        """Give up a batch between the steps: its temp files are removed."""
+        if batch.temps is not None and not batch.written:
+            self._discard(batch.temps)
+
+    def commit_chunks(self, batch: ChunkBatch) -> list[bytes]:
+        """Step 4 (the store's thread): one transaction marks the written chunks
+        held; returns their hashes. Only now do they count as stored. Chunks of a
+        blob deleted meanwhile are not marked (their files are garbage for
+        :meth:`collect_garbage`)."""
+        if not batch.written:
+            raise StoreError("commit_chunks before sync_chunks")
+        if not batch.objects:
             return []
-        self._write_batch(todo)
+        stored: list[bytes] = []
         with self._transaction() as db:
-            db.executemany("UPDATE objects SET present = 1 WHERE hash = ?",
-                           [(h,) for h in todo])
-        return list(todo)
+            for h in batch.objects:
+                if db.execute("UPDATE objects SET present = 1 WHERE hash = ? AND kind = ?",
+                              (h, _CHUNK)).rowcount:
+                    stored.append(h)
+        return stored
 
     def missing(self, root: bytes) -> tuple[int, ...]:
         """Indices of the chunks of ``root`` not yet held: what a resumed fetch asks for.
@@ -447,7 +570,7 @@ class BlobStore:
             data = self._read(h)
             if data is None:
                 raise StoreCorruptError("a chunk file of a complete blob is missing")
-            plain = decrypt_chunk(manifest, key, i, data)
+            plain = decrypt_stored_chunk(manifest, key, i, data)  # hashed on arrival
             dst.write(plain)
             written += len(plain)
         return written

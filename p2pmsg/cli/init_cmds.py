@@ -7,6 +7,12 @@ root-signed entries publishing every device certificate issued so far.
 A node directory holds ``node.key``, ``node.cert`` (device certificate signed by
 the org root, role ``node``), ``p2pmsg.toml`` and ``data/store.db``.
 
+``node init --person HANDLE`` issues a version-2 certificate naming the person id
+``person_id(org root, HANDLE)`` (:mod:`p2pmsg.certs`): the node is then one of that
+person's devices, and rooms count the person, not the device. The handle itself
+(a staff number, a login) is never written anywhere; running ``node init`` again
+with the same handle for another device gives the same id.
+
 Why the control log: the messaging layer only trusts a device whose certificate
 appears in its organisation's control topic, written by the root key (see
 :mod:`p2pmsg.messenger.bootstrap`). ``node init`` holds the root key anyway, so it
@@ -23,7 +29,7 @@ import os
 import time
 from pathlib import Path
 
-from ..certs import DeviceCertificate, Role, issue_certificate
+from ..certs import DeviceCertificate, Role, issue_certificate, person_id
 from ..daemon.config import ConfigError, parse_host_port, render_config
 from ..entry import Entry, create_entry
 from ..errors import KeyFileError
@@ -104,9 +110,15 @@ def cmd_node_init(args: argparse.Namespace) -> int:
     node = Identity.generate()
     name = args.name or f"node-{short_id(node.public_key)}"
     now = time.time_ns() // 1_000_000
+    person = None
+    if getattr(args, "person", None) is not None:
+        try:
+            person = person_id(org, args.person)
+        except ValueError as exc:
+            raise ConfigError(f"--person: {exc}") from None
     try:
         cert = issue_certificate(org, node.public_key, Role.NODE, name, now - 60_000,
-                                 now + args.valid_days * _DAY_MS)
+                                 now + args.valid_days * _DAY_MS, person=person)
     except ValueError as exc:
         raise ConfigError(f"--name: {exc}") from None
     save_identity(directory / "node.key", node)
@@ -128,6 +140,8 @@ def cmd_node_init(args: argparse.Namespace) -> int:
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write(config_text)
     print(f"node id: {node.public_key.hex()}")
+    if person is not None:
+        print(f"person id: {person.hex()}")
     print(f"org control log: {len(entries)} certificate(s) in {org_path.parent / 'control.db'}")
     print(f"config: {config_path}")
     print(f"start it with: p2pmsg run -c {config_path}")

@@ -132,6 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="enable the local HTTP API on 127.0.0.1:PORT (0 = any free port)")
     p.add_argument("--valid-days", type=int, default=365,
                    help="certificate validity in days (default 365)")
+    p.add_argument("--person", metavar="HANDLE",
+                   help="attribute the node to a person (one of several devices): HANDLE is "
+                        "an org-internal name such as a staff number; only the pseudonymous "
+                        "person id derived from it and the org key is published")
     p.set_defaults(handler=cmd_node_init, needs_config=False)
 
     p = sub.add_parser("run", parents=[cfg], help="run the node headless until SIGTERM/SIGINT")

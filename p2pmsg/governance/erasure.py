@@ -202,8 +202,9 @@ def erase_person(  # noqa: PLR0917 - all required, distinct roles
 ) -> Tombstone:
     """Erase the content written by ``devices`` on this node; return the signed tombstone.
 
-    With ``blobs`` and ``keys`` (epoch id -> AEAD key), the attachment blobs of the
-    erased messages those keys open are deleted too (counted in the audit record).
+    With ``blobs``, the attachment blobs of the erased messages are deleted too
+    (counted in the audit record): from their clear refs (SEALED v2, no key needed),
+    or for v1 messages when ``keys`` (epoch id -> AEAD key) open them.
     """
     subject = tuple(sorted(set(devices)))
     if not subject or any(len(d) != PUBLIC_KEY_SIZE for d in subject):
@@ -221,8 +222,8 @@ def erase_person(  # noqa: PLR0917 - all required, distinct roles
             continue
         epoch = _sealed_epoch(payload)
         if entry.author in wanted and classify_payload(payload) is not PayloadClass.STRUCTURE:
-            if blobs is not None and keys and delete_attachment(blobs, entry, payload, keys):
-                blobs_deleted += 1
+            if blobs is not None:  # clear refs (SEALED v2), or v1 opened with keys
+                blobs_deleted += delete_attachment(blobs, entry, payload, keys)
             store.erase_payload(entry.id)
             erased.append(entry.id)
             if epoch is not None:

@@ -3,11 +3,13 @@
 Theory of operation
 -------------------
 A redaction is delete-for-everyone: the redactor's node publishes a sealed
-Redaction content; **every member node that can open it** applies it. The pure
-planner :func:`p2pmsg.messaging.redaction.plan_redactions` decides, with the
-timeline's own rule (author of the target, or room admin at the point of
-application), which payloads must go. :func:`erase_redactions` executes the plan
-on this node:
+Redaction content (SEALED v2) that names its target in the clear, signed refs;
+**every node holding the room** applies it — member nodes and relays alike. The
+pure planner :func:`p2pmsg.messaging.redaction.plan_redactions` decides, with the
+timeline's permission rule (author of the target, or room admin at the point of
+application, computed from the plaintext membership by ``resolve_room``), which
+payloads must go; for v2 it needs no key, so a relay reaches the same decision as
+a member. :func:`erase_redactions` executes the plan on this node:
 
 1. ``store.erase_payload`` for the target and the author's edits of it (secure
    delete and WAL truncation on SqliteStore; headers stay, so every log still
@@ -22,27 +24,31 @@ The **tombstone** is the redaction entry itself: it stays in the log, signed by 
 redactor, and says who redacted what and when; the timeline shows the target as
 REDACTED (``redacted_by``) from it. :class:`RedactionTombstone` is its decoded form.
 
-**Relays** (nodes without room keys) cannot read a redaction and therefore keep
-the target's ciphertext — useless without an epoch key — until their retention
-purges it (docs/gdpr.md, "Redaction"). The same holds for a member node that was
-not given the redaction's epoch.
+**Relays** (nodes without room keys) erase the target's ciphertext and the blobs
+its clear refs name; what they cannot see is which entries *edit* the target
+(edits are sealed too), so they keep those ciphertexts until retention (useless
+without an epoch key). A SEALED **v1** redaction (no clear refs) is still applied
+only by nodes that can open it (docs/gdpr.md, "Redaction").
 
 :class:`p2pmsg.messenger.Messenger` calls this automatically for every room whenever
-new entries arrive (and right after its own :meth:`~p2pmsg.messenger.Messenger.redact`).
+new entries arrive (and right after its own :meth:`~p2pmsg.messenger.Messenger.redact`);
+a node without a Messenger (a relay daemon) calls :func:`enforce_redactions`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from ..blobs import BlobStore
 from ..hlc import physical_ms
-from ..messaging.redaction import RedactionTombstone
+from ..messaging.redaction import RedactionTombstone, plan_redactions
+from ..messaging.room import RoomView
 from ..store.base import Store
 from .audit import AuditKind, AuditLog, Detail
 
-__all__ = ["RedactionResult", "erase_redactions", "redaction_audit_details"]
+__all__ = ["RedactionResult", "enforce_redactions", "erase_redactions",
+           "redaction_audit_details"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,4 +104,29 @@ def erase_redactions(
         results.append(result)
         if audit is not None:
             audit.append(AuditKind.REDACTION, now_ms, **redaction_audit_details(result))
+    return results
+
+
+def enforce_redactions(
+    store: Store,
+    views: Iterable[RoomView],
+    *,
+    keys: Mapping[bytes, bytes] | None = None,
+    blobs: BlobStore | None = None,
+    audit: AuditLog | None = None,
+    now_ms: int = 0,
+) -> list[RedactionResult]:
+    """Plan and erase the applied redactions of every room in ``views``.
+
+    ``keys`` (epoch id -> AEAD key, any rooms) is None on a relay: the clear refs
+    of SEALED v2 redactions suffice there. Idempotent, audited like
+    :func:`erase_redactions`.
+    """
+    results: list[RedactionResult] = []
+    for view in views:
+        if not view.exists:
+            continue
+        plan = plan_redactions(view, keys or {})
+        if plan:
+            results += erase_redactions(store, plan, blobs=blobs, audit=audit, now_ms=now_ms)
     return results

@@ -29,13 +29,14 @@ Purge is **local**: it erases this node's copy and never tells a peer to delete
 
 :func:`collect_candidates` reads them from a :class:`~p2pmsg.store.base.Store` and
 :func:`run_purge` plans, erases (``store.erase_payload``, secure delete on
-SqliteStore) and writes one audit record per room. Given a ``blobs`` store and
-epoch ``keys``, it also deletes the **attachment blob** of every purged message it
-can decrypt (:func:`attachment_of`), provided the blob is registered under the
-same room; the count is in :attr:`PurgePlan.blobs_deleted` and the PURGE record.
-A node that cannot decrypt (a relay) cannot tell which blob a message names, and
-the blob store keeps no registration time, so such blobs stay until the room's
-blobs are purged (``BlobStore.purge_room``) — docs/gdpr.md.
+SqliteStore) and writes one audit record per room. Given a ``blobs`` store, it
+also deletes the **attachment blobs** of every purged message
+(:func:`attachment_roots`), provided each is registered under the same room; the
+count is in :attr:`PurgePlan.blobs_deleted` and the PURGE record. The roots come
+from the message's clear refs (SEALED v2: no key needed, so a **relay** purges
+blobs too, exactly as a member does); for a SEALED v1 message only a node whose
+epoch ``keys`` open it learns its root. Blobs no visible message names are
+reached by their registration time (:mod:`.attachments`) — docs/gdpr.md.
 """
 
 from __future__ import annotations
@@ -50,8 +51,8 @@ from ..blobs import BlobStore
 from ..entry import MAX_PAYLOAD_SIZE, Entry
 from ..errors import DecodeError, ValidationError
 from ..hlc import physical_ms
-from ..messaging.content import Attachment, AttachmentDescriptor, decode_content
-from ..messaging.crypto import decrypt_for_entry
+from ..messaging.content import Attachment, AttachmentDescriptor
+from ..messaging.crypto import decrypt_content
 from ..messaging.kinds import CONTROL_KINDS, Kind
 from ..messaging.org import OrgState
 from ..messaging.payloads import Sealed, decode_room_payload
@@ -64,6 +65,7 @@ __all__ = [
     "PurgePlan",
     "RetentionConfig",
     "attachment_of",
+    "attachment_roots",
     "classify_payload",
     "collect_candidates",
     "delete_attachment",
@@ -213,25 +215,43 @@ def attachment_of(
         return None
     h = entry.header
     try:
-        content = decode_content(
-            decrypt_for_entry(keys[sealed.epoch], h.topic, h.author, h.seq, sealed))
-    except (ValidationError, DecodeError):
+        content = decrypt_content(keys[sealed.epoch], h.topic, h.author, h.seq, sealed)
+    except ValidationError:  # DecryptionError, DecodeError, RefsMismatchError
         return None
     return content.descriptor if isinstance(content, Attachment) else None
 
 
+def attachment_roots(
+    entry: Entry, payload: bytes, keys: Mapping[bytes, bytes] | None = None
+) -> tuple[bytes, ...]:
+    """The blob roots a SEALED payload names: its clear refs (v2, no key needed),
+    else (v1) the decrypted descriptor's root if ``keys`` open it."""
+    try:
+        sealed = decode_room_payload(payload)
+    except DecodeError:
+        return ()
+    if not isinstance(sealed, Sealed):
+        return ()
+    if sealed.version != 1:
+        return sealed.refs.blobs
+    desc = attachment_of(entry, payload, keys) if keys else None
+    return (desc.content_hash,) if desc is not None else ()
+
+
 def delete_attachment(
-    blobs: BlobStore, entry: Entry, payload: bytes, keys: Mapping[bytes, bytes]
-) -> bool:
-    """Delete the blob ``payload`` names if it is registered under the entry's room.
+    blobs: BlobStore, entry: Entry, payload: bytes, keys: Mapping[bytes, bytes] | None = None
+) -> int:
+    """Delete the blobs ``payload`` names that are registered under the entry's room;
+    returns how many were deleted (0 if none: truthy as "something deleted").
 
     The room check stops a message from naming (and so deleting) another room's blob.
     """
-    desc = attachment_of(entry, payload, keys)
-    if desc is None or blobs.room_of(desc.content_hash) != entry.header.topic:
-        return False
-    blobs.delete_blob(desc.content_hash)
-    return True
+    deleted = 0
+    for root in attachment_roots(entry, payload, keys):
+        if blobs.room_of(root) == entry.header.topic:
+            blobs.delete_blob(root)
+            deleted += 1
+    return deleted
 
 
 def run_purge(
@@ -246,20 +266,22 @@ def run_purge(
 ) -> PurgePlan:
     """Plan and execute a purge on ``store``; one PURGE audit record per room touched.
 
-    With ``blobs`` and ``keys`` (epoch id -> AEAD key, any rooms), the attachment
-    blobs of purged messages those keys open are deleted too.
+    With ``blobs``, the attachment blobs of purged messages are deleted too: from
+    their clear refs (SEALED v2, no key needed) or, for v1 messages, when ``keys``
+    (epoch id -> AEAD key, any rooms) open them.
     """
     plan = plan_purge(collect_candidates(store, authors), config, now_ms)
     per_topic: Counter[bytes] = Counter()
     blobs_per_topic: Counter[bytes] = Counter()
     entries = ({e.id: e for e in iter_entries(store, {c.topic for c in plan.erase})}
-               if blobs is not None and keys and plan.erase else {})
+               if blobs is not None and plan.erase else {})
     for c in plan.erase:
         payload = store.get_payload(c.entry_id)
         entry = entries.get(c.entry_id)
-        if (blobs is not None and keys and entry is not None and isinstance(payload, bytes)
-                and delete_attachment(blobs, entry, payload, keys)):
-            blobs_per_topic[c.topic] += 1
+        if blobs is not None and entry is not None and isinstance(payload, bytes):
+            deleted = delete_attachment(blobs, entry, payload, keys)
+            if deleted:
+                blobs_per_topic[c.topic] += deleted
         if store.erase_payload(c.entry_id):
             per_topic[c.topic] += 1
     plan = replace(plan, blobs_deleted=sum(blobs_per_topic.values()))

@@ -25,8 +25,8 @@ from collections.abc import Sequence
 import nacl.utils
 
 from ..identity import Identity
-from .content import Content, Text, encode_content
-from .crypto import encrypt_for_entry, epoch_key, new_epoch_secret, open_secret, seal_secret
+from .content import Content, Text
+from .crypto import encrypt_content, epoch_key, new_epoch_secret, open_secret, seal_secret
 from .errors import DecryptionError, NotPermitted, RekeyRequired
 from .payloads import (
     NONCE_SIZE,
@@ -139,7 +139,10 @@ def compose_rekey(
 def compose_message(
     state: RoomState, me: Identity, content: Content, *, seq: int, now_ms: int
 ) -> bytes:
-    """The SEALED payload of ``content`` for the entry ``me`` will append at ``seq``.
+    """The SEALED v2 payload of ``content`` for the entry ``me`` will append at ``seq``.
+
+    Its clear refs (:func:`~.crypto.refs_of`) name the attachment's blob root or
+    the redacted entry, so relays can forward the blob and enforce the redaction.
 
     Raises :class:`RekeyRequired` if the current epoch may not be used (its
     recipients differ from the active members, it is too old or too full), and
@@ -159,9 +162,7 @@ def compose_message(
         key = epoch_key(state.topic, open_secret(me, sealed))
     except DecryptionError as exc:
         raise RekeyRequired("the current epoch's key does not open for this device") from exc
-    return encrypt_for_entry(
-        key, epoch.id, state.topic, me.public_key, seq, encode_content(content)
-    )
+    return encrypt_content(key, epoch.id, state.topic, me.public_key, seq, content)
 
 
 def compose_text(state: RoomState, me: Identity, text: str, *, seq: int, now_ms: int) -> bytes:

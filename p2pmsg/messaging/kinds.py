@@ -48,7 +48,8 @@ class Kind(enum.IntEnum):
     MEMBER_ROLE = 36
     EPOCH_KEYS = 37
     SEALED = 38
-    """An encrypted message content (XChaCha20-Poly1305 under an epoch key)."""
+    """An encrypted message content (XChaCha20-Poly1305 under an epoch key); v2 adds
+    clear, signed refs (attachment roots, redacted entry) for relays."""
 
     # --- organisation control topic -----------------------------------------------
     CERTIFICATE = 64
@@ -59,5 +60,5 @@ CONTENT_KINDS = frozenset(k for k in Kind if k < 32)
 ROOM_KINDS = frozenset(k for k in Kind if 32 <= k < 64)
 CONTROL_KINDS = frozenset(k for k in Kind if 64 <= k < 96)
 
-VERSIONS: dict[Kind, int] = dict.fromkeys(Kind, 1)
+VERSIONS: dict[Kind, int] = {**dict.fromkeys(Kind, 1), Kind.SEALED: 2}
 """The newest version of each kind this implementation writes and understands."""

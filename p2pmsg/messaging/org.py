@@ -33,6 +33,16 @@ the suspected loss. Several revocations of one device combine: any of them rejec
 HLC timestamp), so a certificate expiring later does not retroactively reject old
 entries, while entries stamped outside the window are rejected.
 
+**Persons.** A version-2 certificate attributes its device to a pseudonymous
+person id (:mod:`p2pmsg.certs`). A device's person is fixed by its *first accepted*
+certificate in the total order (None for a version-1 certificate): a later
+certificate for the same device key naming another person — or no person where the
+first named one, or vice versa — is ignored (reason "certificate names another
+person for this device"), so nobody can move a device, and the room memberships it
+carries, between persons by re-certifying it. Renewals name the same person.
+:meth:`OrgState.person_of` and :meth:`OrgState.devices_of` answer the mapping both
+ways; rooms use them to make a person, not a device, the member (:mod:`.room`).
+
 Build state with :meth:`OrgState.from_entries`; ask :meth:`OrgState.accepts` about
 any entry (room or control) and :meth:`OrgState.active_devices` for the devices that
 should receive the next epoch key.
@@ -48,7 +58,7 @@ from typing import TypeAlias
 
 from ..certs import DeviceCertificate, Role, decode_certificate, verify_certificate
 from ..entry import Entry
-from ..errors import CertificateError, DecodeError
+from ..errors import CertificateError, DecodeError, Reason
 from ..hlc import physical_ms
 from ._codec import check_fields, encode, is_b32, is_blob, is_str, is_uint, read_frame
 from .kinds import CONTROL_KINDS, VERSIONS, Kind
@@ -140,14 +150,21 @@ def _is_cutoffs(value: object) -> bool:
 def decode_control_payload(data: bytes) -> ControlPayload:
     """Parse a control-topic payload. Raises only :class:`DecodeError`.
 
-    A certificate is only *parsed* here; :class:`OrgState` checks its signature.
+    A certificate is only *parsed* here; :class:`OrgState` checks its signature. A
+    certificate of a version this implementation does not know (newer than
+    :data:`~p2pmsg.certs.CERT_VERSION`) is kept as :class:`UnknownControl`.
     """
     frame = read_frame(data, "control payload")
     if frame.kind not in CONTROL_KINDS or frame.version > VERSIONS[Kind(frame.kind)]:
         return UnknownControl(frame.kind, frame.version, bytes(data))
     if frame.kind == Kind.CERTIFICATE:
         (cert_bytes,) = check_fields(frame, "control certificate", [is_blob(1024)])
-        return decode_certificate(cert_bytes)
+        try:
+            return decode_certificate(cert_bytes)
+        except DecodeError as exc:
+            if exc.reason is Reason.UNKNOWN_VERSION:
+                return UnknownControl(frame.kind, frame.version, bytes(data))
+            raise
     device, ts, cutoffs, reason = check_fields(
         frame, "control revocation", [is_b32, is_uint, _is_cutoffs, is_str(MAX_REASON)]
     )
@@ -172,6 +189,11 @@ class Device:
     def revoked(self) -> bool:
         return bool(self.revocations)
 
+    @property
+    def person(self) -> bytes | None:
+        """The person fixed by the first accepted certificate (None: device only)."""
+        return self.certificates[0].person if self.certificates else None
+
 
 @dataclass
 class OrgState:
@@ -186,6 +208,8 @@ class OrgState:
     """Control entries that did not count, by id, with a short reason."""
     unknown: tuple[bytes, ...] = ()
     """Ids of entries with payloads of unknown kinds (kept, not interpreted)."""
+    persons: dict[bytes, tuple[bytes, ...]] = field(default_factory=dict)
+    """person id -> every certified device key of that person, in acceptance order."""
 
     @classmethod
     def from_entries(
@@ -241,10 +265,14 @@ class OrgState:
         except CertificateError:
             return "certificate does not verify for this organisation"
         old = self.devices.get(item.device) or Device(item.device, self.root, ())
+        if old.certificates and item.person != old.person:
+            return "certificate names another person for this device"
         if item not in old.certificates:
             self.devices[item.device] = Device(
                 old.key, old.org, (*old.certificates, item), old.revocations
             )
+            if item.person is not None and not old.certificates:
+                self.persons[item.person] = (*self.persons.get(item.person, ()), item.device)
         return None
 
     def _may_administer(self, entry: Entry) -> bool:
@@ -281,6 +309,27 @@ class OrgState:
         """
         known = self.devices.get(device)
         return known is not None and not known.revoked and known.certificate_at(now_ms) is not None
+
+    def person_of(self, device: bytes) -> bytes | None:
+        """The person ``device`` belongs to (fixed by its first accepted certificate),
+        or None (unknown device, or certified without a person)."""
+        known = self.devices.get(device)
+        return None if known is None else known.person
+
+    def person_devices(self, person: bytes) -> tuple[bytes, ...]:
+        """Every device ever certified for ``person``, active or not, in acceptance order."""
+        return self.persons.get(person, ())
+
+    def devices_of(self, person: bytes, now_ms: int) -> dict[bytes, DeviceCertificate]:
+        """The *active* devices of ``person`` (:meth:`is_active`) with their current
+        certificates."""
+        result: dict[bytes, DeviceCertificate] = {}
+        for key in self.person_devices(person):
+            device = self.devices[key]
+            cert = device.certificate_at(now_ms)
+            if cert is not None and not device.revoked:
+                result[key] = cert
+        return result
 
     def active_devices(self, now_ms: int) -> dict[bytes, DeviceCertificate]:
         """Every active device with its current certificate (role, display name)."""

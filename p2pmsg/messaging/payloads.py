@@ -14,6 +14,8 @@ MEMBER_ROLE   device, role                                           anyone
 EPOCH_KEYS    ``[[device, sealed epoch secret], ...]``               anyone (keys
                                                                      sealed per device)
 SEALED        epoch id, nonce, ciphertext of a content               epoch key holders
+              (v2 adds clear refs: attachment blob roots, redacted  anyone (signed,
+              entry id — see :class:`ClearRefs`)                     AEAD-bound)
 ============  =====================================================  =============
 
 Membership and key-distribution payloads are plaintext on purpose: they are signed by
@@ -21,6 +23,16 @@ the entry, every node must be able to enforce the permission rules, and a member
 added later must be able to recompute the membership from the first entry. They
 name device keys and organisation ids only — never people or patients. Everything a
 person writes is a SEALED payload (:mod:`.crypto`).
+
+SEALED **version 2** (what this version writes) is
+``[38, 2, epoch, nonce, ciphertext, blobs, redacts]``: besides the ciphertext it
+carries :class:`ClearRefs` — the blob roots of the attachments the content
+references (sorted, unique, at most :data:`MAX_CLEAR_BLOBS`) and the entry id the
+content redacts (or null). They are signed with the entry and bound into the AEAD
+associated data, so relays (which hold no epoch key) can redact, forward
+attachments and purge blobs, and a member detects any disagreement between the
+clear refs and the content (:func:`p2pmsg.messaging.crypto.decrypt_content`).
+Version 1 ``[38, 1, epoch, nonce, ciphertext]`` still decodes (no refs).
 
 Decode with :func:`decode_room_payload` (raises only DecodeError); an unknown kind
 or newer version decodes to :class:`UnknownPayload`.
@@ -40,8 +52,12 @@ from ._codec import read_frame as _read_frame
 from .kinds import ROOM_KINDS, VERSIONS, Kind
 
 __all__ = [
+    "MAX_CLEAR_BLOBS",
     "MAX_MEMBERS",
     "NONCE_SIZE",
+    "NO_REFS",
+    "SEALED_VERSION",
+    "ClearRefs",
     "EpochKeys",
     "MemberAdd",
     "MemberLeave",
@@ -67,6 +83,10 @@ AEAD_NONCE_SIZE = 24
 SEALED_SECRET_SIZE = 32 + 48
 """A 32-byte epoch secret in a libsodium sealed box (ephemeral key 32 + MAC 16)."""
 _ROOM_TOPIC_DOMAIN = b"p2pmsg/room-topic/v1\x00"
+MAX_CLEAR_BLOBS = 16
+"""Blob roots one SEALED v2 payload may name in the clear (a message has 0 or 1 today)."""
+SEALED_VERSION = 2
+"""The SEALED version this implementation writes (1 still decodes; newer: unknown)."""
 
 
 class RoomKind(enum.Enum):
@@ -139,12 +159,39 @@ class EpochKeys:
 
 
 @dataclass(frozen=True, slots=True)
+class ClearRefs:
+    """The clear, signed references of a SEALED v2 payload (what relays may act on).
+
+    Relays learn from them "this message has attachments with these roots" and
+    "this message redacts that entry" — nothing else of the content.
+    """
+
+    blobs: tuple[bytes, ...] = ()
+    """Blob roots of the attachments the content references: sorted, unique."""
+    redacts: bytes | None = None
+    """Id of the entry the content redacts, if it is a redaction."""
+
+    def to_cbor(self) -> list[Any]:
+        """The two wire fields ``[blobs, redacts]`` (also bound into the AEAD's AD)."""
+        return [list(self.blobs), self.redacts]
+
+
+NO_REFS = ClearRefs()
+
+
+@dataclass(frozen=True, slots=True)
 class Sealed:
-    """An encrypted content. See :func:`p2pmsg.messaging.crypto.encrypt_for_entry`."""
+    """An encrypted content. See :func:`p2pmsg.messaging.crypto.encrypt_content`.
+
+    ``version`` 2 carries ``refs`` in the clear; a decoded version 1 payload has
+    ``version == 1`` and empty refs (it says nothing in the clear).
+    """
 
     epoch: bytes
     nonce: bytes
     ciphertext: bytes
+    refs: ClearRefs = NO_REFS
+    version: int = SEALED_VERSION
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,8 +241,14 @@ def _encode(p: RoomPayload) -> bytes:
             return encode(Kind.MEMBER_ROLE, v[Kind.MEMBER_ROLE], device, role.value)
         case EpochKeys(recipients):
             return encode(Kind.EPOCH_KEYS, v[Kind.EPOCH_KEYS], [list(r) for r in recipients])
-        case Sealed(epoch, nonce, ciphertext):
-            return encode(Kind.SEALED, v[Kind.SEALED], epoch, nonce, ciphertext)
+        case Sealed(epoch, nonce, ciphertext, refs, version):
+            if version == 1:
+                if refs != NO_REFS:
+                    raise ValueError("a version 1 sealed payload carries no clear refs")
+                return encode(Kind.SEALED, 1, epoch, nonce, ciphertext)
+            if version != SEALED_VERSION:
+                raise ValueError(f"sealed payload version {version} cannot be written")
+            return encode(Kind.SEALED, version, epoch, nonce, ciphertext, *refs.to_cbor())
         case UnknownPayload():
             raise ValueError("an unknown payload cannot be written")
     raise ValueError(f"not a room payload: {type(p).__name__}")
@@ -264,7 +317,16 @@ def _decode_known(kind: Kind, frame: Frame) -> RoomPayload:
     if kind is Kind.EPOCH_KEYS:
         (recipients,) = check_fields(frame, what, [_recipients])
         return EpochKeys(tuple((d, s) for d, s in recipients))
-    epoch, nonce, ciphertext = check_fields(  # SEALED
-        frame, what, [is_b32, is_bytes(AEAD_NONCE_SIZE), is_blob(1 << 20)]
-    )
-    return Sealed(epoch, nonce, ciphertext)
+    sealed = [is_b32, is_bytes(AEAD_NONCE_SIZE), is_blob(1 << 20)]  # SEALED
+    if frame.version == 1:
+        epoch, nonce, ciphertext = check_fields(frame, what, sealed)
+        return Sealed(epoch, nonce, ciphertext, NO_REFS, 1)
+    epoch, nonce, ciphertext, blobs, redacts = check_fields(
+        frame, what, [*sealed, _clear_blobs, lambda x: x is None or is_b32(x)])
+    return Sealed(epoch, nonce, ciphertext, ClearRefs(tuple(blobs), redacts), frame.version)
+
+
+def _clear_blobs(value: Any) -> bool:
+    if type(value) is not list or len(value) > MAX_CLEAR_BLOBS or not all(map(is_b32, value)):
+        return False
+    return all(a < b for a, b in itertools.pairwise(value))  # sorted, unique: canonical

@@ -27,11 +27,30 @@ organisations' :class:`~p2pmsg.messaging.org.OrgState`):
    place in the order and are applied with ``payload=None`` (no effect). Membership
    and epoch payloads must therefore never be purged (a governance rule).
 
-Because the state is recomputed from the whole set, arrival order cannot matter;
+**Members are principals.** Payloads name device keys, but a device whose
+organisation certifies it for a person (:meth:`OrgState.person_of`) makes that
+*person* the member: every device the same organisation certifies for the person
+(:meth:`OrgState.person_devices`, active or not) is a member device with the
+person's role and ``since``, may write once its own certificate accepts the entry,
+and receives epoch keys while active. MEMBER_REMOVE and MEMBER_ROLE naming any of
+the person's devices act on the person; MEMBER_LEAVE by any of them removes the
+person; MEMBER_ADD of a device whose person is already a member is
+ALREADY_MEMBER. Devices without a person are their own principal, as before. A
+person id counts only within its organisation (principal = ``org || person``).
+The org states are an input, so membership stays a pure function of (entries, org
+states): a device certified later for a member person becomes a member device
+when the org state is updated — :meth:`RoomState.active_members` then differs
+from the epoch's recipients (MEMBERSHIP_CHANGED) and the next send seals the new
+epoch to it; revoking one device rotates the epoch away from it only.
+
+Because the state is a function of the whole set, arrival order cannot matter;
 tests/test_messaging_room.py checks that with hypothesis over many orders.
 
 Use :class:`RoomState` to accumulate entries as they arrive (``apply``) and to ask
-what the next epoch must contain (``rekey_reason``, ``active_members``).
+what the next epoch must contain (``rekey_reason``, ``active_members``). It applies
+an entry that is *newest* in the order directly to the kept state (O(1)) and
+re-resolves from the whole set only otherwise; its docstring gives the argument
+why both give the same view.
 """
 
 from __future__ import annotations
@@ -90,11 +109,20 @@ class Rejection(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Member:
+    """One member device. Devices of one member *person* share org, role, since, person."""
+
     device: bytes
     org: bytes
     role: RoomRole
     since: bytes
-    """Id of the entry that made the device a member (creation or MEMBER_ADD)."""
+    """Id of the entry that made the device (or its person) a member (creation or MEMBER_ADD)."""
+    person: bytes | None = None
+    """The person the device belongs to in ``org`` (None: the device is the member)."""
+
+    @property
+    def principal(self) -> bytes:
+        """Who the member is: ``org || person`` for a person's device, else the device key."""
+        return self.device if self.person is None else self.org + self.person
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +135,8 @@ class Applied:
     author_role: RoomRole
     """The author's role just *before* this entry was applied."""
     author_org: bytes
+    author_person: bytes | None = None
+    """The author device's person in ``author_org`` (None: a device-only member)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,13 +241,13 @@ class _Resolver:
     epochs: list[Epoch] = field(default_factory=list)
 
     def run(self, first: Entry, create: RoomCreate, entries: Mapping[bytes, Entry]) -> RoomView:
-        self.members[create.creator] = Member(
-            create.creator, create.creator_org, RoomRole.ADMIN, first.id
-        )
-        for spec in create.members:
+        self._admit(create.creator, create.creator_org, RoomRole.ADMIN, first.id)
+        for spec in create.members:  # a second device of an earlier principal: no effect
             role = RoomRole.ADMIN if create.room_kind is RoomKind.DIRECT else spec.role
-            self.members[spec.device] = Member(spec.device, spec.org, role, first.id)
-        self.applied.append(Applied(first, create, RoomRole.ADMIN, create.creator_org))
+            self._admit(spec.device, spec.org, role, first.id)
+        creator = self.members[create.creator]
+        self.applied.append(Applied(first, create, RoomRole.ADMIN, create.creator_org,
+                                    creator.person))
         rest = [e for eid, e in entries.items() if eid != first.id]
         for entry in total_order(rest):
             problem = self._apply(entry)
@@ -227,6 +257,41 @@ class _Resolver:
             self.topic, create, dict(self.members), tuple(self.applied), self.rejected,
             tuple(self.epochs),
         )
+
+    @classmethod
+    def resume(
+        cls, view: RoomView, orgs: Mapping[bytes, OrgState], payloads: Mapping[bytes, bytes | None]
+    ) -> _Resolver:
+        """A resolver whose state is ``view``'s, ready to :meth:`_apply` entries that
+        come after all of the view's (used by :meth:`RoomState.apply`).
+
+        Keep in step with :meth:`run`: every piece of state :meth:`_apply` reads must
+        be restored from the view here (tests/test_messaging_room.py compares the
+        incremental state with :func:`resolve_room` and fails otherwise)."""
+        return cls(view.topic, orgs, payloads, dict(view.rejected), dict(view.members),
+                   list(view.applied), list(view.epochs))
+
+    def _admit(self, device: bytes, org_id: bytes, role: RoomRole, since: bytes) -> bool:
+        """Make ``device`` — or, if ``org_id`` certifies it for a person, that person
+        with every device ``org_id`` ever certified for them — a member. False (and no
+        change) if any of those devices is a member already."""
+        org = self.orgs.get(org_id)
+        person = None if org is None else org.person_of(device)
+        devices = [device]
+        if org is not None and person is not None:
+            devices += [d for d in org.person_devices(person) if d != device]
+        if any(d in self.members for d in devices):
+            return False
+        for d in devices:
+            self.members[d] = Member(d, org_id, role, since, person)
+        return True
+
+    def _principal_devices(self, member: Member) -> list[bytes]:
+        """The member devices of ``member``'s principal (its person's, or just itself)."""
+        if member.person is None:
+            return [member.device]
+        return [d for d, m in self.members.items()
+                if m.person == member.person and m.org == member.org]
 
     def _apply(self, entry: Entry) -> Rejection | None:
         author = self.members.get(entry.author)
@@ -249,23 +314,23 @@ class _Resolver:
             case MemberAdd(device, org_id, role):
                 if not is_admin:
                     return Rejection.NOT_ADMIN
-                if device in self.members:
+                if not self._admit(device, org_id, role, entry.id):
                     return Rejection.ALREADY_MEMBER
-                self.members[device] = Member(device, org_id, role, entry.id)
             case MemberRemove(device) | MemberRole(device, _):
                 if not is_admin:
                     return Rejection.NOT_ADMIN
                 target = self.members.get(device)
                 if target is None:
                     return Rejection.TARGET_NOT_MEMBER
-                if isinstance(payload, MemberRemove):
-                    del self.members[device]
-                else:
-                    self.members[device] = Member(
-                        device, target.org, payload.role, target.since
-                    )
+                for d in self._principal_devices(target):  # the person, not one device
+                    if isinstance(payload, MemberRemove):
+                        del self.members[d]
+                    else:
+                        m = self.members[d]
+                        self.members[d] = Member(d, m.org, payload.role, m.since, m.person)
             case MemberLeave():
-                del self.members[entry.author]
+                for d in self._principal_devices(author):
+                    del self.members[d]
             case EpochKeys(recipients):
                 self.epochs.append(Epoch(
                     entry.id, entry.author, entry.header.timestamp, dict(recipients),
@@ -273,7 +338,7 @@ class _Resolver:
                 ))
             case _:  # Sealed, UnknownPayload, or payload unavailable: kept, no state change
                 pass
-        self.applied.append(Applied(entry, payload, author.role, author.org))
+        self.applied.append(Applied(entry, payload, author.role, author.org, author.person))
         return None
 
 
@@ -303,9 +368,35 @@ class RoomState:
 
     The node calls :meth:`apply` with every (entry, payload) it stores for the
     topic, and :meth:`update_orgs` whenever an organisation's control topic changes.
-    Both recompute the view from the whole set (deterministic whatever the arrival
-    order; cost O(n log n) per call — incremental application is a later
-    optimisation).
+    :attr:`view` is always exactly ``resolve_room(topic, items(), orgs)``, whatever
+    the arrival order and batching.
+
+    **Incremental application.** :func:`~.order.total_order` is Kahn's algorithm
+    with a min-heap keyed by ``order_key`` = (HLC timestamp, id). Let X be a new
+    entry of the topic such that
+
+    (a) ``order_key(X)`` is greater than the key of every entry known so far, and
+    (b) no known entry names X (as a dep or backlink) — X has no known dependants.
+
+    Then total_order over the known entries plus X is total_order over the known
+    entries followed by X: by (b) X releases nobody, so the heap pops every other
+    entry exactly as before; by (a) X, once released, loses every comparison in
+    the heap, and the heap cannot run empty before the other entries are placed
+    (that needs a cycle of hash links, i.e. a BLAKE2b preimage). (a) also keeps the
+    creation entry (the smallest-keyed valid ROOM_CREATE) unchanged. So resolving
+    the larger set replays the same applications and then applies X to the state
+    reached after all the others — which is what this class keeps: it applies X
+    to the kept resolver state (O(1), no re-decoding) and appends it to the view.
+
+    Anything else re-resolves from the whole set (O(n log n)): an entry older than
+    the newest known one (concurrent writes, sync catching up), one a known entry
+    depends on, a payload arriving for an entry known without one, no valid room
+    yet, and :meth:`update_orgs`. In a busy room where entries arrive in order (a
+    device's own sends; a live peer) nearly every entry takes the fast path.
+    :attr:`full_resolves` counts the others.
+
+    :meth:`rekey_reason` reads a running count of SEALED entries per epoch, kept
+    the same way (recounted on a full resolve).
     """
 
     def __init__(
@@ -318,6 +409,17 @@ class RoomState:
         self.policy = policy or RekeyPolicy()
         self._orgs: dict[bytes, OrgState] = dict(orgs or {})
         self._items: dict[bytes, tuple[Entry, bytes | None]] = {}
+        self._payloads: dict[bytes, bytes | None] = {}
+        """Payloads of the topic's entries (what the resolver reads)."""
+        self._named: set[bytes] = set()
+        """Ids named as dep or backlink by a known entry of the topic."""
+        self._newest: tuple[int, bytes] | None = None
+        """The greatest order key among the known entries of the topic."""
+        self._resolver: _Resolver | None = None
+        self._sealed: dict[bytes, int] = {}
+        """epoch id -> accepted SEALED entries naming it."""
+        self.full_resolves = 0
+        """How many times the view was recomputed from the whole set (a statistic)."""
         self._view = resolve_room(topic, (), self._orgs)
 
     @property
@@ -337,22 +439,97 @@ class RoomState:
         return list(self._items.values())
 
     def apply(self, items: Iterable[tuple[Entry, bytes | None]]) -> RoomView:
-        """Add entries (with payload, or None if not available yet) and re-resolve."""
+        """Add entries (with payload, or None if not available yet); update the view.
+
+        Entries newest in the order are applied incrementally, anything else
+        re-resolves (see the class docstring)."""
+        fresh: list[tuple[Entry, bytes | None]] = []
+        full = False
         for entry, payload in items:
             known = self._items.get(entry.id)
-            if known is None or known[1] is None:
-                self._items[entry.id] = (entry, payload)
-        self._view = resolve_room(self.topic, self._items.values(), self._orgs)
+            if known is not None:
+                if known[1] is None and payload is not None:
+                    self._items[entry.id] = (entry, payload)
+                    if entry.topic == self.topic:
+                        self._payloads[entry.id] = payload
+                        full = True  # a payload for an entry applied without one
+                continue
+            self._items[entry.id] = (entry, payload)
+            fresh.append((entry, payload))
+        if not fresh and not full:
+            return self._view
+        fresh.sort(key=lambda pair: order_key(pair[0]))
+        resolver = None if full else self._resolver
+        full = resolver is None  # no valid room yet: every change re-resolves
+        rejected: dict[bytes, Rejection] = {}
+        for entry, payload in fresh:
+            if entry.topic != self.topic:
+                rejected[entry.id] = Rejection.WRONG_TOPIC
+                continue
+            key = order_key(entry)
+            if resolver is not None and (
+                entry.id in self._named or (self._newest is not None and key < self._newest)
+            ):
+                resolver = None
+                full = True
+            self._payloads[entry.id] = payload
+            self._named.update(entry.header.deps)
+            if entry.header.backlink is not None:
+                self._named.add(entry.header.backlink)
+            if self._newest is None or key > self._newest:
+                self._newest = key
+            if resolver is None:
+                full = True
+                continue
+            before = len(resolver.applied)
+            problem = resolver._apply(entry)
+            if problem is not None:
+                rejected[entry.id] = problem
+            elif len(resolver.applied) > before:
+                self._count_sealed(resolver.applied[-1])
+        if full:
+            return self._resolve()
+        assert self._resolver is not None and self._view.create is not None
+        r = self._resolver
+        view = self._view
+        if rejected:
+            r.rejected.update(rejected)
+        self._view = RoomView(
+            self.topic, view.create, dict(r.members), tuple(r.applied),
+            dict(r.rejected) if rejected else view.rejected,
+            tuple(r.epochs) if len(r.epochs) != len(view.epochs) else view.epochs,
+        )
         return self._view
 
     def update_orgs(self, orgs: Mapping[bytes, OrgState]) -> RoomView:
         """Replace or add organisation states (by root) and re-resolve."""
         self._orgs.update(orgs)
-        self._view = resolve_room(self.topic, self._items.values(), self._orgs)
-        return self._view
+        return self._resolve()
+
+    def sealed_count(self, epoch: bytes) -> int:
+        """Accepted SEALED entries naming ``epoch`` (what MESSAGE_LIMIT counts)."""
+        return self._sealed.get(epoch, 0)
+
+    def _count_sealed(self, applied: Applied) -> None:
+        if isinstance(applied.payload, Sealed):
+            epoch = applied.payload.epoch
+            self._sealed[epoch] = self._sealed.get(epoch, 0) + 1
+
+    def _resolve(self) -> RoomView:
+        """Recompute the view from the whole set; keep a resolver at its state."""
+        self.full_resolves += 1
+        view = resolve_room(self.topic, self._items.values(), self._orgs)
+        self._view = view
+        self._sealed = {}
+        for applied in view.applied:
+            self._count_sealed(applied)
+        self._resolver = (_Resolver.resume(view, self._orgs, self._payloads)
+                          if view.exists else None)
+        return view
 
     def active_members(self, now_ms: int) -> dict[bytes, Member]:
-        """Members whose device is active in its organisation now (next epoch's recipients)."""
+        """Member devices active in their organisation now (next epoch's recipients):
+        a member person contributes every active device of theirs."""
         result: dict[bytes, Member] = {}
         for device, member in self._view.members.items():
             org = self._orgs.get(member.org)
@@ -369,10 +546,6 @@ class RoomState:
             return RekeyReason.MEMBERSHIP_CHANGED
         if now_ms - physical_ms(epoch.timestamp) >= self.policy.max_age_ms:
             return RekeyReason.EXPIRED
-        sealed = sum(
-            1 for a in self._view.applied
-            if isinstance(a.payload, Sealed) and a.payload.epoch == epoch.id
-        )
-        if sealed >= self.policy.max_messages:
+        if self.sealed_count(epoch.id) >= self.policy.max_messages:
             return RekeyReason.MESSAGE_LIMIT
         return None

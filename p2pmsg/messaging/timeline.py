@@ -5,12 +5,16 @@ into what a member's screen shows, in display order (= the room's total order:
 causal, then HLC, then entry id). Rules applied while folding, identical on every
 node because they depend only on the view:
 
-* **edit** — applies only if its author is the target's author (same device) and
-  the target is a text or reply; the content shown is the latest edit, and every
-  earlier version stays in :attr:`Message.history`;
+* **edit** — applies only if its author is the target's author and the target is
+  a text or reply; the content shown is the latest edit, and every earlier version
+  stays in :attr:`Message.history`;
 * **redaction** — applies if its author wrote the target or was a room admin when
   the redaction was applied; the message stays in place as redacted (who, when),
   with its content, history and reactions dropped from the view;
+
+"Author" is judged per **person** where the author device's certificate names one
+(:attr:`Message.person`; same organisation): an edit or redaction from the
+author's other device is the author's. Device-only authors are judged per device.
 * **reaction** — one per (author, key); later duplicates are ignored;
 * **read receipt** — latest per device, in :attr:`Timeline.read_up_to`.
 
@@ -25,8 +29,9 @@ as :class:`~p2pmsg.messaging.content.UnknownContent` (raw bytes kept).
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import itertools
+from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass, field, replace
 
 from ..errors import DecodeError
 from ..identity import Identity
@@ -39,9 +44,8 @@ from .content import (
     Reply,
     Text,
     UnknownContent,
-    decode_content,
 )
-from .crypto import decrypt_for_entry, epoch_key, open_secret
+from .crypto import decrypt_content, epoch_key, open_secret
 from .errors import DecryptionError
 from .payloads import RoomRole, Sealed, UnknownPayload
 from .room import Applied, RoomState, RoomView
@@ -85,6 +89,15 @@ class Message:
     redacted_by: bytes | None = None
     reactions: dict[str, list[bytes]] = field(default_factory=dict)
     """Reaction key -> devices, in order of application."""
+    person: bytes | None = None
+    """The author device's (pseudonymous) person in ``org``; None for a device-only author."""
+
+    def same_author(self, device: bytes, org: bytes, person: bytes | None) -> bool:
+        """True if (device, org, person) wrote this message: the same device, or another
+        device of the same person of the same organisation."""
+        if device == self.author:
+            return True
+        return person is not None and person == self.person and org == self.org
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +105,8 @@ class Timeline:
     messages: tuple[Message, ...]
     read_up_to: Mapping[bytes, bytes]
     """device -> id of the last message it declared read."""
+    by_id: Mapping[bytes, Message] = field(default_factory=dict, compare=False, repr=False)
+    """The same messages by id (filled by :func:`decrypt_timeline`)."""
 
 
 def open_epoch_keys(view: RoomView, identity: Identity) -> dict[bytes, bytes]:
@@ -114,7 +129,8 @@ def open_epoch_keys(view: RoomView, identity: Identity) -> dict[bytes, bytes]:
 def open_content(
     view: RoomView, applied: Applied, keys: Mapping[bytes, bytes]
 ) -> Content | None:
-    """The content of a SEALED entry, or None if ``keys`` cannot open it (or it is bad)."""
+    """The content of a SEALED entry, or None if ``keys`` cannot open it (or it is bad,
+    including a v2 payload whose clear refs disagree with its content)."""
     sealed = applied.payload
     assert isinstance(sealed, Sealed)
     key = keys.get(sealed.epoch)
@@ -122,48 +138,110 @@ def open_content(
         return None
     h = applied.entry.header
     try:
-        return decode_content(decrypt_for_entry(key, view.topic, h.author, h.seq, sealed))
+        return decrypt_content(key, view.topic, h.author, h.seq, sealed)
     except (DecryptionError, DecodeError):
         return None
+
+
+def open_cached(
+    view: RoomView,
+    applied: Applied,
+    keys: Mapping[bytes, bytes],
+    contents: MutableMapping[bytes, Content] | None,
+) -> Content | None:
+    """:func:`open_content` through ``contents``, a cache by entry id (None: no
+    cache). The cache is read only while ``keys`` holds the entry's epoch key,
+    and filled with what opened."""
+    sealed = applied.payload
+    assert isinstance(sealed, Sealed)
+    if contents is None:
+        return open_content(view, applied, keys)
+    content = contents.get(applied.entry.id) if sealed.epoch in keys else None
+    if content is None:
+        content = open_content(view, applied, keys)
+        if content is not None:
+            contents[applied.entry.id] = content
+    return content
 
 
 def decrypt_timeline(
     room: RoomState | RoomView,
     identity: Identity,
     keys: Mapping[bytes, bytes] | None = None,
+    contents: MutableMapping[bytes, Content] | None = None,
+    *,
+    previous: tuple[Timeline, int] | None = None,
+    changed: set[bytes] | None = None,
 ) -> Timeline:
-    """What ``identity``'s device shows for the room, in display order."""
+    """What ``identity``'s device shows for the room, in display order.
+
+    ``contents``: a cache of opened SEALED contents by entry id, read and filled
+    here (a caller folding a growing room again decrypts only the new entries). It
+    is consulted only for entries whose payload the view still has and whose epoch
+    key ``keys`` holds, so an erased payload or a forgotten epoch shows as it
+    would without the cache; the caller must still drop such plaintext from it.
+
+    ``previous``: ``(timeline, n)`` this function returned for a view whose
+    ``applied`` were the first ``n`` of this view's, with the same ``keys``. Only
+    the entries after those are folded, into a copy of it: the result is the
+    full fold's, and a message they change (edit, redaction, reaction) is copied
+    first, so ``timeline`` and its messages stay as they were. Messages the new
+    entries leave alone are the same objects in both. ``changed``, if given,
+    receives the ids of the messages this call created or copied (with
+    ``previous``: exactly the ones that may differ from it)."""
     view = room.view if isinstance(room, RoomState) else room
     keys = open_epoch_keys(view, identity) if keys is None else keys
     messages: dict[bytes, Message] = {}
     receipts: dict[bytes, bytes] = {}
-    for applied in view.applied:
+    inherited: Mapping[bytes, Message] = {}
+    start = 0
+    if previous is not None:
+        before = previous[0]
+        inherited = before.by_id if len(before.by_id) == len(before.messages) else {
+            m.id: m for m in before.messages}
+        messages = dict(inherited)
+        receipts = dict(previous[0].read_up_to)
+        start = previous[1]
+
+    def own(target: bytes) -> Message | None:
+        """``messages[target]``, copied first if the previous timeline holds it."""
+        msg = messages.get(target)
+        if msg is not None and inherited.get(target) is msg:
+            msg = messages[target] = replace(
+                msg, reactions={k: list(v) for k, v in msg.reactions.items()})
+            if changed is not None:
+                changed.add(target)
+        return msg
+
+    for applied in view.applied[start:]:
         entry = applied.entry
         payload = applied.payload
         if payload is None:
             messages[entry.id] = Message(entry.id, entry.author, applied.author_org,
-                                         entry.header.timestamp, MessageStatus.UNAVAILABLE, None)
+                                         entry.header.timestamp, MessageStatus.UNAVAILABLE, None,
+                                         person=applied.author_person)
             continue
         if isinstance(payload, UnknownPayload):  # a newer peer's kind: shown, never dropped
             messages[entry.id] = Message(
                 entry.id, entry.author, applied.author_org, entry.header.timestamp,
-                MessageStatus.OK, UnknownContent(payload.kind, payload.version, payload.raw))
+                MessageStatus.OK, UnknownContent(payload.kind, payload.version, payload.raw),
+                person=applied.author_person)
             continue
         if not isinstance(payload, Sealed):
             continue  # creation, membership and epochs are not messages
-        content = open_content(view, applied, keys)
+        content = open_cached(view, applied, keys, contents)
         if content is None:
             messages[entry.id] = Message(entry.id, entry.author, applied.author_org,
                                          entry.header.timestamp, MessageStatus.UNDECRYPTABLE,
-                                         None)
+                                         None, person=applied.author_person)
             continue
         match content:
             case Edit(target, text):
-                _apply_edit(messages.get(target), entry.author, text)
+                _apply_edit(own(target), applied, text)
             case Redaction(target):
-                _apply_redaction(messages.get(target), applied)
+                _apply_redaction(own(target), applied)
             case Reaction(target, key):
-                msg = messages.get(target)
+                msg = own(target)
                 if msg is not None and msg.status is MessageStatus.OK:
                     who = msg.reactions.setdefault(key, [])
                     if entry.author not in who:
@@ -173,12 +251,19 @@ def decrypt_timeline(
                     receipts[entry.author] = up_to
             case _:
                 messages[entry.id] = Message(entry.id, entry.author, applied.author_org,
-                                             entry.header.timestamp, MessageStatus.OK, content)
-    return Timeline(tuple(messages.values()), receipts)
+                                             entry.header.timestamp, MessageStatus.OK, content,
+                                             person=applied.author_person)
+    if changed is not None:  # new messages come after the inherited ones
+        changed.update(itertools.islice(messages, len(inherited), None))
+    return Timeline(tuple(messages.values()), receipts, messages)
 
 
-def _apply_edit(msg: Message | None, editor: bytes, text: str) -> None:
-    if msg is None or msg.status is not MessageStatus.OK or msg.author != editor:
+def _by_author(msg: Message, applied: Applied) -> bool:
+    return msg.same_author(applied.entry.author, applied.author_org, applied.author_person)
+
+
+def _apply_edit(msg: Message | None, applied: Applied, text: str) -> None:
+    if msg is None or msg.status is not MessageStatus.OK or not _by_author(msg, applied):
         return
     current = msg.content
     if isinstance(current, Text):
@@ -196,7 +281,7 @@ def _apply_redaction(msg: Message | None, applied: Applied) -> None:
     if msg is None or msg.status is MessageStatus.REDACTED:
         return
     author = applied.entry.author
-    if author != msg.author and applied.author_role is not RoomRole.ADMIN:
+    if not _by_author(msg, applied) and applied.author_role is not RoomRole.ADMIN:
         return
     msg.status = MessageStatus.REDACTED
     msg.content = None

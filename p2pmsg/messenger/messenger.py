@@ -7,7 +7,7 @@ device key** (the node signs every entry it appends, so the device writing to a 
 must be the node; one node per device, and an organisation's always-on node is just
 another node — a relay when it holds no room keys).
 
-Nothing here decides anything: every state shown is recomputed from what the node
+Nothing here decides anything: every state shown is computed from what the node
 stores — ``OrgState`` per known organisation from its control topic, ``RoomState``
 from the room topic — with the pure functions of :mod:`p2pmsg.messaging`. Writes go
 through the ``compose_*`` functions, which refuse exactly what every receiving node
@@ -25,8 +25,14 @@ on first use; shredded epochs are never reopened). :meth:`Messenger.live` subscr
 to the room topic and yields every message that is new or changed (edited, redacted,
 reacted to, or newly decryptable because its epoch arrived) after each new entry.
 
-Cost: every call re-resolves the room from all its entries (O(n log n)); incremental
-resolution is messaging's to add. :func:`open_messenger` runs a watcher subscribed to
+Cost: the messenger keeps a ``RoomState`` per room and an ``OrgState`` per org, the
+contents it decrypted and the last timeline, and brings them up to date from the
+store at each call (:meth:`Messenger._pull`: entries above the log heights read,
+payloads that arrived since). New entries are applied, decrypted and folded
+incrementally (O(new entries); out-of-order ones and org changes re-resolve the
+room). A payload erased in the store (``store.erasures`` moved) or a frozen log
+drops every cache, plaintext included (docs/api.md, "Cost").
+:func:`open_messenger` runs a watcher subscribed to
 every topic the node replicates: it wakes ``live`` and, if a
 :class:`~p2pmsg.governance.GovernancePolicy` is given (or is the node's policy),
 passes every room view to ``update_room`` after each change (every view the
@@ -35,11 +41,12 @@ messenger resolves for its own calls is passed too).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import BinaryIO
 
 import trio
@@ -87,12 +94,16 @@ from ..messaging import (
 )
 from ..messaging.crypto import epoch_key, open_secret
 from ..messaging.errors import DecryptionError
-from ..messaging.redaction import plan_redactions
-from ..messaging.room import RoomView
+from ..messaging.payloads import Sealed
+from ..messaging.redaction import RedactionTombstone, plan_redactions
+from ..messaging.room import Applied, RoomView
+from ..messaging.timeline import open_cached
 from ..node import Node
 from ..node.blobs import ProgressCallback
+from ..store.base import PayloadState
 from .bootstrap import RoomPlan, plan_room
 from .errors import UnknownDevice, UnknownRoom
+from .history import compose_history_share, open_history_share
 from .invitations import compose_invitation, open_invitation
 from .keyring import Keyring, MemoryKeyring
 
@@ -145,6 +156,73 @@ def _topic(room: RoomRef) -> bytes:
     return room.topic if isinstance(room, Room) else room
 
 
+def _extends(view: RoomView, old: RoomView) -> bool:
+    """True if ``view`` is ``old`` with entries applied after all of old's.
+
+    :class:`RoomState` keeps the :class:`Applied` objects of the entries applied
+    before when it applies newer ones, and a full resolve creates new ones: so
+    finding old's first and last at the same places identifies the prefix."""
+    n = len(old.applied)
+    return (0 < n <= len(view.applied) and view.create is old.create
+            and view.applied[0] is old.applied[0] and view.applied[n - 1] is old.applied[n - 1])
+
+
+Item = tuple[Entry, bytes | None]
+
+
+@dataclass
+class _Read:
+    """How far the messenger has read one topic from the store (:meth:`Messenger._pull`)."""
+
+    erasures: int | None
+    """The store's erasure count when reading started (None: the store keeps none)."""
+    frozen: int
+    """How many logs were frozen for a bad signature when reading started."""
+    heights: dict[bytes, int] = field(default_factory=dict)
+    """author -> seq read up to."""
+    missing: dict[bytes, Entry] = field(default_factory=dict)
+    """Entries read without a payload that may still arrive (MISSING, not ERASED)."""
+
+
+@dataclass
+class _OrgCache:
+    read: _Read
+    items: dict[bytes, Item]
+    state: OrgState
+
+
+@dataclass
+class _RoomCache:
+    read: _Read
+    state: RoomState
+    orgs: int
+    """The org generation (:attr:`Messenger._orgs_gen`) ``state`` was resolved with."""
+    contents: dict[bytes, Content] = field(default_factory=dict)
+    """Opened SEALED contents by entry id (decrypt once)."""
+    key_ids: frozenset[bytes] = frozenset()
+    """Epochs whose keys opened ``contents``; one missing later drops them all."""
+    timeline: tuple[RoomView, dict[bytes, bytes], Timeline] | None = None
+    """The last timeline with the view and keys it was folded from."""
+    versions: list[tuple[Timeline, frozenset[bytes] | None]] = field(default_factory=list)
+    """Recent timelines, oldest first, each with the ids of the messages that may
+    differ from the one before it (None: folded anew, any may)."""
+    positions: dict[bytes, int] = field(default_factory=dict)
+    """Display position of each message of the last timeline (messages never move)."""
+    planned: tuple[RoomView, dict[bytes, bytes]] | None = None
+    """The view and keys redactions were last planned (and enforced) from."""
+
+
+_VERSIONS_KEPT = 32
+
+
+@dataclass
+class _Seen:
+    """What one ``live`` loop has yielded: messages by id, and the timeline last diffed."""
+
+    messages: dict[bytes, Message] = field(default_factory=dict)
+    timeline: Timeline | None = None
+
+
 class Messenger:
     """A device's view of its organisation and rooms, on top of a running node.
 
@@ -188,29 +266,174 @@ class Messenger:
         self._watching = False
         self._watch_nursery: trio.Nursery | None = None
         self._invites_seen: set[bytes] = set()
+        self._shares_seen: set[bytes] = set()
+        self._shared: dict[tuple[bytes, bytes], bytes] = {}
+        """(room topic, epoch id) -> epoch key shared by a device of this device's person
+        (:meth:`share_history`); used only for epochs not sealed to this device."""
         self._topic_listeners: list[Callable[[bytes], None]] = []
+        self._org_cache: dict[bytes, _OrgCache] = {}
+        self._orgs_gen = 0
+        """Bumped whenever a cached organisation state is replaced."""
+        self._room_cache: dict[bytes, _RoomCache] = {}
+        self._cache_marks: tuple[int | None, int] = (None, 0)
+        """(store erasures, frozen logs) the caches were built under."""
         self._ensure_interest(control_topic(o) for o in self.orgs)
 
     def __repr__(self) -> str:
         return f"Messenger({short_id(self.device)})"
 
-    # -- state (recomputed from the node's store) ----------------------------------
+    # -- state (kept in step with the node's store) --------------------------------
 
     def _items(self, topic: bytes) -> list[tuple[Entry, bytes | None]]:
+        """Every (entry, payload) of ``topic`` as the node shows it (uncached)."""
         return [(e, self.node.payload(e)) for e in self.node.read(topic)]
 
+    def _new_read(self) -> _Read:
+        erasures = getattr(self.node.store, "erasures", None)
+        return _Read(erasures if isinstance(erasures, int) else None,
+                     len(self.node.bad_signatures()))
+
+    def _pull(self, topic: bytes, read: _Read) -> list[Item] | None:
+        """What the store holds for ``topic`` beyond ``read`` (which is advanced):
+        entries above the heights read (as :meth:`Node.read` shows them) and
+        payloads that arrived for entries read without one. None if cached state
+        must be dropped instead: a payload was erased (retention, redaction,
+        erasure) or a log was frozen since, or the store counts no erasures."""
+        current = self._new_read()
+        if current.erasures is None or (current.erasures, current.frozen) != (
+                read.erasures, read.frozen):
+            return None
+        store = self.node.store
+        frozen = {b.entry.log_id: b.entry.header.seq for b in self.node.bad_signatures()}
+        new: list[Item] = []
+        for head in store.heads(topic):
+            end = head.seq
+            bad = frozen.get((head.author, topic))
+            if bad is not None:
+                end = min(end, bad - 1)  # as Node.read: up to the entry before the bad one
+            start = read.heights.get(head.author, 0) + 1
+            if end < start:
+                continue
+            for entry in store.get_range(head.author, topic, start, end):
+                value = store.get_payload(entry.id)
+                if isinstance(value, bytes):
+                    new.append((entry, value))
+                else:
+                    if value is PayloadState.MISSING:
+                        read.missing[entry.id] = entry
+                    new.append((entry, None))
+            read.heights[head.author] = end
+        for entry_id, entry in list(read.missing.items()):
+            value = store.get_payload(entry_id)
+            if isinstance(value, bytes):
+                new.append((entry, value))
+            if value is not PayloadState.MISSING:
+                del read.missing[entry_id]
+        return new
+
+    def _read_all(self, topic: bytes) -> tuple[list[Item], _Read]:
+        read = self._new_read()
+        if read.erasures is None:
+            return self._items(topic), read
+        items = self._pull(topic, read)
+        assert items is not None  # the counts were just taken
+        return items, read
+
+    def _org_views(self) -> dict[bytes, OrgState]:
+        """Every known organisation's state, brought up to date (cached; do not mutate).
+
+        First of every state read: if a payload was erased or a log frozen since
+        the caches were built, every cache goes (rooms' states, decrypted
+        contents and timelines included), so no plaintext of an erased payload
+        outlives the next call."""
+        now = self._new_read()
+        marks = (now.erasures, now.frozen)
+        if now.erasures is None or marks != self._cache_marks:
+            self._room_cache.clear()
+            self._org_cache.clear()
+            self._cache_marks = marks
+        changed = False
+        for o in self.orgs:
+            topic = control_topic(o)
+            cache = self._org_cache.get(o)
+            new = None if cache is None else self._pull(topic, cache.read)
+            if cache is None or new is None:
+                items, read = self._read_all(topic)
+                by_id = {e.id: (e, p) for e, p in items}
+                self._org_cache[o] = _OrgCache(read, by_id, OrgState.from_entries(o, items))
+                changed = True
+            elif new:
+                for entry, payload in new:
+                    known = cache.items.get(entry.id)
+                    if known is None or known[1] is None:
+                        cache.items[entry.id] = (entry, payload)
+                cache.state = OrgState.from_entries(o, cache.items.values())
+                changed = True
+        if changed:
+            self._orgs_gen += 1
+        return {o: self._org_cache[o].state for o in self.orgs}
+
     def org_states(self) -> dict[bytes, OrgState]:
-        """Every known organisation's resolved control topic, by root key."""
-        return {o: OrgState.from_entries(o, self._items(control_topic(o))) for o in self.orgs}
+        """Every known organisation's resolved control topic, by root key.
+
+        Re-resolved only when its control topic changed in the store; the states
+        are shared with the messenger's cache: read them, do not modify them."""
+        return self._org_views()
 
     def certificate(self) -> DeviceCertificate | None:
         """This device's current certificate as its org's control topic says, or None
         (not replicated here yet, expired, or revoked)."""
         return self.org_states()[self.org].active_devices(self._now_ms()).get(self.device)
 
+    @property
+    def person(self) -> bytes | None:
+        """This device's pseudonymous person id, fixed by its first accepted certificate
+        in its org's control topic; None for a device-only certificate or before the
+        certificate is replicated here. Messages this device writes carry it
+        (:attr:`Message.person`), and every room it is a member of counts the person:
+        the person's other devices read and write there too (docs/messaging.md)."""
+        return self.org_states()[self.org].person_of(self.device)
+
+    def my_devices(self) -> dict[bytes, DeviceCertificate]:
+        """The active devices of this device's person (itself included), or just this
+        device if it has no person; empty if it is not active itself."""
+        state = self.org_states()[self.org]
+        now = self._now_ms()
+        person = state.person_of(self.device)
+        if person is None:
+            mine = state.active_devices(now).get(self.device)
+            return {} if mine is None else {self.device: mine}
+        return state.devices_of(person, now)
+
     def _state(self, topic: bytes, orgs: Mapping[bytes, OrgState] | None = None) -> RoomState:
-        state = RoomState(topic, self.org_states() if orgs is None else orgs, self.rekey_policy)
-        state.apply(self._items(topic))
+        """The room's state, brought up to date with the store (cached per topic).
+
+        New entries are applied incrementally (:meth:`RoomState.apply`); a change
+        of an organisation re-resolves; an erased payload or a frozen log drops
+        the cache (state and decrypted contents) and re-reads the topic. ``orgs``
+        is accepted for callers that already hold :meth:`org_states`; the cached
+        organisation states are used either way (they are the same). The returned
+        state is shared: it changes as the store does; read it, do not apply to it."""
+        current = self._org_views()
+        cache = self._room_cache.get(topic)
+        new = None if cache is None else self._pull(topic, cache.read)
+        if cache is None or new is None:
+            items, read = self._read_all(topic)
+            state = RoomState(topic, current, self.rekey_policy)
+            state.apply(items)
+            if read.erasures is not None:  # without an erasure count nothing is kept
+                self._room_cache[topic] = _RoomCache(read, state, self._orgs_gen)
+            else:
+                self._room_cache.pop(topic, None)
+        else:
+            state = cache.state
+            if self.rekey_policy is not None:
+                state.policy = self.rekey_policy
+            if cache.orgs != self._orgs_gen:
+                state.update_orgs(current)
+                cache.orgs = self._orgs_gen
+            if new:
+                state.apply(new)
         if self.governance is not None and state.view.exists:
             self.governance.update_room(state.view)
         return state
@@ -237,13 +460,12 @@ class Messenger:
 
     def rooms(self) -> list[Room]:
         """Rooms stored on the node in which this device is a member now, by topic."""
-        orgs = self.org_states()
         controls = {control_topic(o) for o in self.orgs}
         found: list[Room] = []
         for topic in sorted(self.node.store.topics()):
             if topic in controls:
                 continue
-            state = self._state(topic, orgs)
+            state = self._state(topic)
             if state.view.exists and self.device in state.view.members:
                 found.append(self._snapshot(state))
         return found
@@ -318,7 +540,67 @@ class Messenger:
                     # Before asking for the room: our policy must let the inviter's
                     # organisation hold it, or the sync rule would not ask for it.
                     self.governance.expect_room(room, (inviter_org, self.org))
-        return self._ensure_interest(rooms)
+        new = self._ensure_interest(rooms)
+        self.accept_history_shares()
+        return new
+
+    # -- a person's devices: history shares ------------------------------------------
+
+    def accept_history_shares(self) -> int:
+        """Take the epoch keys that another active device of this device's person
+        shared with it (:meth:`share_history`); returns how many new keys. Called by
+        :meth:`accept_invitations`. Shares by any other author are ignored."""
+        state = self.org_states()[self.org]
+        person = state.person_of(self.device)
+        if person is None:
+            return 0
+        siblings = set(state.devices_of(person, self._now_ms())) - {self.device}
+        added = 0
+        for entry in self.node.read(control_topic(self.org)):
+            if entry.id in self._shares_seen or entry.author not in siblings:
+                continue  # an author not (yet) active stays unseen: look again later
+            self._shares_seen.add(entry.id)
+            payload = self.node.payload(entry)
+            opened = open_history_share(self.identity, payload) if payload is not None else None
+            if opened is None:
+                continue
+            topic, keys = opened
+            for epoch_id, key in keys.items():
+                if (topic, epoch_id) not in self._shared:
+                    self._shared[(topic, epoch_id)] = key
+                    added += 1
+            log.info("%s: %d epoch key(s) of room %s shared by %s", self, len(keys),
+                     short_id(topic), short_id(entry.author))
+        return added
+
+    async def share_history(self, room: RoomRef, device: bytes) -> bytes | None:
+        """Give ``device`` — another active device of this device's *person* — every
+        epoch key of ``room`` this device can open and ``device`` was not given, and
+        invite it to the room. Returns the share's entry id (None: nothing to share).
+
+        Explicit on purpose: call it when the person approves their new device (the
+        organisation admin could otherwise certify a device and read the person's
+        whole history). Shredded epochs are never shared (the keyring refuses them).
+        Calling it again shares the same keys again (harmless, one more entry).
+        Raises :class:`UnknownDevice` if ``device`` is not an active sibling device."""
+        topic = _topic(room)
+        state = self.org_states()[self.org]
+        person = state.person_of(self.device)
+        if (person is None or device == self.device
+                or device not in state.devices_of(person, self._now_ms())):
+            raise UnknownDevice(f"device {short_id(device)} is not another active device "
+                                "of this device's person")
+        view = self._room_state(topic).view
+        given = {e.id for e in view.epochs if device in e.recipients}
+        keys = {e: k for e, k in self._keys(view).items() if e not in given}
+        await self._invite(device, self.org, topic)
+        if not keys:
+            return None
+        entry = await self.node.append(control_topic(self.org),
+                                       compose_history_share(device, topic, keys))
+        log.info("%s: shared %d epoch key(s) of room %s with %s", self, len(keys),
+                 short_id(topic), short_id(device))
+        return entry.id
 
     # -- writing -------------------------------------------------------------------
 
@@ -400,11 +682,19 @@ class Messenger:
     async def add_member(
         self, room: RoomRef, member: MemberSpec | bytes, role: RoomRole = RoomRole.MEMBER
     ) -> bytes:
-        """Add a device (admins only). The next message sent opens a new epoch for it."""
+        """Add a device (admins only). The next message sent opens a new epoch for it.
+
+        If its organisation certifies it for a person, the person becomes the member:
+        every device of the person is invited."""
         spec = self._spec(member, role)
         entry_id = await self._change(room, lambda s: compose_add(
             s, self.identity, spec.device, spec.org, spec.role))
-        await self._invite(spec.device, spec.org, _topic(room))
+        added = self._room_state(room).view.members.get(spec.device)
+        devices = [spec.device] if added is None else sorted(
+            d for d, m in self._room_state(room).view.members.items()
+            if m.principal == added.principal)
+        for device in devices:
+            await self._invite(device, spec.org, _topic(room))
         return entry_id
 
     async def remove_member(self, room: RoomRef, device: bytes) -> bytes:
@@ -462,7 +752,8 @@ class Messenger:
 
         The file is encrypted with a fresh per-file key and chunked into the node's
         blob store, registered under the room (members' nodes may fetch it from
-        ours); the key travels only inside the sealed message. Returns the message
+        ours); the key travels only inside the sealed message, whose clear refs name
+        the blob root so relays can fetch and serve it too. Returns the message
         id. Needs ``NodeConfig.blob_store``. ``name`` defaults to the path's name.
         """
         kind = _attachment_kind(kind)
@@ -522,9 +813,11 @@ class Messenger:
     async def redact(self, room: RoomRef, target: bytes, reason: str = "") -> bytes:
         """Delete for everyone (own messages, or any message as a room admin).
 
-        Every member node that can open the redaction erases the target's payload,
-        its author's edits and its attachment (:meth:`apply_redactions`); this node
-        does so before returning (unless ``enforce_redactions`` is off)."""
+        The redaction is a SEALED v2 payload naming ``target`` in its clear refs, so
+        every node holding the room — members and relays — erases the target's
+        payload and its attachment; members also erase its author's edits
+        (:meth:`apply_redactions`). This node does so before returning (unless
+        ``enforce_redactions`` is off)."""
         redaction = await self.send(room, Redaction(target, reason))
         if self.enforce_redactions:
             self.apply_redactions(room)
@@ -598,7 +891,7 @@ class Messenger:
             view = self._state(topic, orgs).view
             if not view.exists:
                 continue
-            plan = plan_redactions(view, self._keys(view))
+            plan = self._plan_redactions(topic, view, self._keys(view))
             if not plan:
                 continue
             done = erase_redactions(self.node.store, plan, blobs=self.node.blob_store)
@@ -625,6 +918,10 @@ class Messenger:
             if key is None:
                 sealed = epoch.recipients.get(self.device)
                 if sealed is None:
+                    shared = self._shared.get((view.topic, epoch.id))
+                    if shared is not None:  # from a device of this person: keep it
+                        self.keyring.put(epoch.id, shared)
+                        keys[epoch.id] = shared
                     continue
                 try:
                     key = epoch_key(view.topic, open_secret(self.identity, sealed))
@@ -635,9 +932,104 @@ class Messenger:
         return keys
 
     def timeline(self, room: RoomRef) -> Timeline:
-        """Messages in display order plus read receipts (device -> last read id)."""
-        view = self._room_state(room).view
-        return decrypt_timeline(view, self.identity, self._keys(view))
+        """Messages in display order plus read receipts (device -> last read id).
+
+        Each entry is decrypted once (contents are cached per room, dropped when a
+        payload is erased or an epoch key forgotten); when the room only grew by
+        entries applied after the others, only those are folded into the last
+        timeline (``decrypt_timeline(previous=...)``), else it is folded again. The
+        messages are shared with that cache: read them, do not modify them."""
+        topic = _topic(room)
+        view = self._room_state(topic).view
+        keys = self._keys(view)
+        cache = self._room_cache.get(topic)
+        if cache is None:  # a store without an erasure count: nothing is kept
+            return decrypt_timeline(view, self.identity, keys)
+        previous: tuple[Timeline, int] | None = None
+        if cache.timeline is not None and cache.timeline[1] == keys:
+            old_view, _, old = cache.timeline
+            if old_view is view:
+                return old
+            if _extends(view, old_view):
+                previous = (old, len(old_view.applied))
+        changed: set[bytes] = set()
+        timeline = decrypt_timeline(view, self.identity, keys, self._contents(topic, keys),
+                                    previous=previous, changed=changed)
+        cache.timeline = (view, keys, timeline)
+        if previous is None:
+            cache.versions = [(timeline, None)]
+            cache.positions = {mid: i for i, mid in enumerate(timeline.by_id)}
+        else:  # new messages come last, in display order
+            for mid in itertools.islice(timeline.by_id, len(cache.positions), None):
+                cache.positions[mid] = len(cache.positions)
+            cache.versions.append((timeline, frozenset(changed)))
+            del cache.versions[:-_VERSIONS_KEPT]
+        return timeline
+
+    def _contents(self, topic: bytes, keys: Mapping[bytes, bytes]) -> dict[bytes, Content] | None:
+        """The room's cache of opened contents for folding with ``keys`` (None if the
+        room is not cached). Every cached content belongs to an epoch of the keys
+        last used; if one of those is missing now (forgotten: crypto-shredded), the
+        whole cache goes so no plaintext of it stays in memory."""
+        cache = self._room_cache.get(topic)
+        if cache is None:
+            return None
+        if not cache.key_ids <= keys.keys():
+            cache.contents.clear()
+        cache.key_ids = frozenset(keys)
+        return cache.contents
+
+    def _plan_redactions(
+        self, topic: bytes, view: RoomView, keys: dict[bytes, bytes]
+    ) -> list[RedactionTombstone]:
+        """:func:`plan_redactions` of the room — or ``[]`` when the plan last
+        computed (and executed) from an earlier view still holds.
+
+        It holds if the room only grew by entries applied after the others, with
+        the same keys, and none of them is a redaction (clear refs, or opened) or
+        an edit: a redaction names an *earlier* entry as its target, so later
+        entries are never targets of the redactions already planned, and only
+        an edit adds payloads to erase for one. Anything else (late entries, a
+        payload arriving, an erasure, a new key) plans from the whole view."""
+        cache = self._room_cache.get(topic)
+        contents = self._contents(topic, keys)
+        if cache is not None and cache.planned is not None:
+            old, old_keys = cache.planned
+            if old_keys == keys and (old is view or _extends(view, old)) and not any(
+                    self._may_redact(view, a, keys, contents)
+                    for a in view.applied[len(old.applied):]):
+                cache.planned = (view, keys)
+                return []
+        plan = plan_redactions(view, keys, contents=contents)
+        if cache is not None:
+            cache.planned = (view, keys)
+        return plan
+
+    @staticmethod
+    def _may_redact(view: RoomView, applied: Applied, keys: Mapping[bytes, bytes],
+                    contents: dict[bytes, Content] | None) -> bool:
+        payload = applied.payload
+        if not isinstance(payload, Sealed):
+            return False
+        if payload.version != 1 and payload.refs.redacts is not None:
+            return True
+        return isinstance(open_cached(view, applied, keys, contents), Edit | Redaction)
+
+    def _changed_since(self, topic: bytes, old: Timeline | None) -> list[bytes] | None:
+        """Ids of the messages that may differ between ``old`` and the room's last
+        timeline, in display order; None if unknown (then compare them all)."""
+        cache = self._room_cache.get(topic)
+        if old is None or cache is None:
+            return None
+        for i in range(len(cache.versions) - 1, -1, -1):
+            if cache.versions[i][0] is old:
+                ids: set[bytes] = set()
+                for _, changed in cache.versions[i + 1:]:
+                    if changed is None:
+                        return None
+                    ids |= changed
+                return sorted(ids, key=cache.positions.__getitem__)
+        return None
 
     def messages(self, room: RoomRef) -> list[Message]:
         """Decrypted messages in display order (causal, HLC, entry id): the same list
@@ -659,19 +1051,22 @@ class Messenger:
         skipped."""
         topic = _topic(room)
         if self._watching:
-            seen: dict[bytes, Message] = {} if history else {
-                m.id: m for m in self._current(topic)}
+            seen = _Seen()
+            if not history:
+                self._diff(topic, seen)
             while True:
                 version = self._version
                 for msg in self._diff(topic, seen):
                     yield msg
                 while self._version == version:
                     await self._changed.park()
-        seen_sub: dict[bytes, Message] | None = None
+        seen_sub: _Seen | None = None
         while True:
             async with self.node.subscribe(topic) as sub:
                 if seen_sub is None:
-                    seen_sub = {} if history else {m.id: m for m in self._current(topic)}
+                    seen_sub = _Seen()
+                    if not history:
+                        self._diff(topic, seen_sub)
                 for msg in self._diff(topic, seen_sub):
                     yield msg
                 async for _entry in sub:
@@ -681,16 +1076,28 @@ class Messenger:
             if not overflowed:
                 return
 
-    def _current(self, topic: bytes) -> list[Message]:
+    def _current(self, topic: bytes) -> Timeline | None:
         try:
-            return self.messages(topic)
+            return self.timeline(topic)
         except UnknownRoom:
-            return []  # the creation entry has not arrived yet: live() waits for it
+            return None  # the creation entry has not arrived yet: live() waits for it
 
-    def _diff(self, topic: bytes, seen: dict[bytes, Message]) -> list[Message]:
-        changed = [m for m in self._current(topic) if seen.get(m.id) != m]
+    def _diff(self, topic: bytes, seen: _Seen) -> list[Message]:
+        """Messages new or changed since ``seen`` (which is updated). Nothing to do
+        (no fold, no comparison) while the room's timeline is the one last seen."""
+        timeline = self._current(topic)
+        if timeline is None or timeline is seen.timeline:
+            return []
+        ids = self._changed_since(topic, seen.timeline)
+        seen.timeline = timeline
+        known = seen.messages
+        if ids is None:
+            candidates: Iterable[Message] = timeline.messages
+        else:  # folded incrementally since: only what the new entries touched
+            candidates = [timeline.by_id[i] for i in ids]
+        changed = [m for m in candidates if (prev := known.get(m.id)) is not m and prev != m]
         for m in changed:
-            seen[m.id] = m
+            seen.messages[m.id] = m
         return changed
 
     async def wait_certified(self, devices: Iterable[bytes] = ()) -> None:

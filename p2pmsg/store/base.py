@@ -145,6 +145,11 @@ class Store(Protocol):
 
         Durable on return; for ``SqliteStore`` the bytes are overwritten on disk
         (``secure_delete``), not merely unlinked from the b-tree.
+
+        Both stores here also count the payloads they erased in an ``erasures``
+        attribute (int, in-process). Optional for other stores: the messenger
+        keeps cached state and plaintext only while that count stands still, and
+        re-reads everything on each call from a store without it.
         """
         ...
 

@@ -33,6 +33,8 @@ class MemoryStore:
         self._misbehaviour_keys: set[tuple[str, bytes, bytes]] = set()
         self._frozen: set[_Log] = set()
         self._topics: dict[bytes, set[bytes]] = {}
+        self.erasures = 0
+        """Payloads erased so far (see :meth:`Store.erase_payload`)."""
 
     def append(
         self,
@@ -137,6 +139,8 @@ class MemoryStore:
     def erase_payload(self, entry_id: bytes) -> bool:
         if entry_id not in self._by_id:
             return False
+        if entry_id not in self._erased:
+            self.erasures += 1
         self._payloads.pop(entry_id, None)
         self._erased.add(entry_id)
         return True

@@ -291,6 +291,8 @@ class SqliteStore:
         self._tail_more: dict[int, list[int]] = {}
         self._tail_size = 0
         self._data_version = -1
+        self.erasures = 0
+        """Payloads erased through this object (see :meth:`Store.erase_payload`)."""
         _precheck_file(self.path)
         try:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -639,6 +641,7 @@ class SqliteStore:
                     return True
                 conn.execute(_SQL_ERASE_PAYLOAD, (k,))
                 conn.execute("COMMIT")
+                self.erasures += 1
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
