@@ -603,6 +603,14 @@ def run_demo(root: Path, report: Report, *, enforce: bool) -> None:
                               f"{1000 * (time.monotonic() - t):7.0f} ms  {len(body)} B")
         report.check(same_file, f"attachment {path.name} downloaded on specialist, "
                                 f"SHA-256 equal to the original (HTTP {status})")
+    ward_scan = deliver(report, "image ward-a → ward-b (ward room)", wa, [wb], ward,
+                        send=send_file(report, wa, ward, files / "ecg.png", kind="image",
+                                       mime="image/png"))
+    if ward_scan in UPLOADED:
+        status, body = wb.download(ward, ward_scan)
+        report.check(status == 200 and hashlib.sha256(body).hexdigest()
+                     == UPLOADED[ward_scan][1],
+                     f"ward image downloaded on ward-b, SHA-256 equal (HTTP {status})")
     deliver(report, "reply specialist → ward-a (consult)", sp, [wa], consult,
             send=send_text(sp, consult, "Seen the ECG: no acute findings, see you at 15:00"))
     deliver(report, "text ward-a → pharmacy", wa, [ph], pharm,
@@ -662,6 +670,10 @@ def run_demo(root: Path, report: Report, *, enforce: bool) -> None:
     print("  audit: " + "\n  audit: ".join(audit.strip().splitlines()))
     report.check(bool(dry.strip()) and "purge" in audit,
                  "retention purge ran on the stopped node and wrote a purge audit record")
+    blobs_gone = re.search(r"attachments: deleted ([1-9]\d*) of purged messages", purged)
+    report.check(ward_scan not in UPLOADED or blobs_gone is not None,
+                 "the purge deleted the ward image's blob on ward-b together with "
+                 "its message")
     wb.start()
     wb.wait_ready()
     after = wb.messages(ward)

@@ -40,6 +40,7 @@ class Domain(bytes, enum.Enum):
     KEY_BUNDLE = b"p2pmsg/key-bundle/v1\x00"
     AUDIT = b"p2pmsg/audit-record/v1\x00"
     TOMBSTONE = b"p2pmsg/erasure-tombstone/v1\x00"
+    AUDIT_CHECKPOINT = b"p2pmsg/audit-checkpoint/v1\x00"
 
 
 class Identity:

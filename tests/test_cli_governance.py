@@ -65,11 +65,12 @@ kind = "clinic"
 class Setup:
     """A stopped node with a governance section and a room in its store."""
 
-    def __init__(self, org_dir: Path, issuer_dir: Path, tmp: Path, retention: str = "") -> None:
+    def __init__(self, org_dir: Path, issuer_dir: Path, tmp: Path, retention: str = "",
+                 bob_person: bytes | None = None) -> None:
         self.config = make_node(org_dir, tmp / "node")
         cfg = load_config(self.config, env={})
         self.node = load_identity(cfg.key)
-        self.clinic = Clinic()
+        self.clinic = Clinic(bob_person=bob_person)
         self.messages = [self.clinic.say(self.clinic.alice, "hello-from-alice"),
                          self.clinic.say(self.clinic.bob, "hello-from-bob"),
                          self.clinic.say(self.clinic.bert, "hello-from-bert")]
@@ -146,6 +147,7 @@ def test_retention_purge_dry_run_then_for_real(
     real = p2pmsg("retention", "purge", "-c", s.config)
     assert real.returncode == 0, real.stderr
     assert "erased 3 payloads" in real.stdout
+    assert "attachments: deleted 0 of purged messages, 0 past retention" in real.stdout
     with SqliteStore(s.store_path) as store:
         assert all(store.get_payload(m.id) is PayloadState.ERASED for m in s.messages)
     with AuditLog(s.audit_path, s.node) as audit:
@@ -182,6 +184,30 @@ def test_erase_prints_a_verifiable_tombstone(
         assert isinstance(store.get_payload(s.messages[0].id), bytes)
     # bad input: not a device key
     assert_one_line_error(p2pmsg("erase", "-c", s.config, "--device", "xyz"), 3, "--device")
+
+
+def test_erase_by_person_covers_every_device_of_the_person(
+    org_dir: Path, issuer_dir: Path, tmp_path: Path
+) -> None:
+    person = bytes(range(16))
+    s = Setup(org_dir, issuer_dir, tmp_path, bob_person=person)
+    bundle = tmp_path / "person.json"
+    exported = p2pmsg("export", "person", "-c", s.config, "--person", person.hex(),
+                      "--out", bundle)
+    assert exported.returncode == 0, exported.stderr
+    assert [e["id"] for e in json.loads(bundle.read_text())["entries"]] == [
+        s.messages[1].id.hex()]
+    result = p2pmsg("erase", "-c", s.config, "--person", person.hex(), "--request", "t-18")
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["devices"] == [s.clinic.bob.public_key.hex()] and out["erased"] == 1
+    with SqliteStore(s.store_path) as store:
+        assert store.get_payload(s.messages[1].id) is PayloadState.ERASED
+    # bad input: not a person id; an unknown person; nothing to erase
+    assert_one_line_error(p2pmsg("erase", "-c", s.config, "--person", "ab"), 3, "--person")
+    assert_one_line_error(p2pmsg("erase", "-c", s.config, "--person", "ff" * 16), 3,
+                          "no device of this person")
+    assert_one_line_error(p2pmsg("erase", "-c", s.config), 3, "--device or --person")
 
 
 def test_export_room_and_person_then_verify_bundle(
@@ -230,6 +256,13 @@ def test_audit_list_verify_export(org_dir: Path, issuer_dir: Path, tmp_path: Pat
     assert none.returncode == 0 and none.stdout == ""
     verified = p2pmsg("audit", "verify", "-c", s.config)
     assert verified.returncode == 0 and "2 records" in verified.stdout
+    head = verified.stdout.split("head ")[1].split()[:2]
+    anchored = p2pmsg("audit", "verify", "-c", s.config, "--anchor", ":".join(head))
+    assert anchored.returncode == 0 and "anchor 2 matches" in anchored.stdout
+    assert_one_line_error(p2pmsg("audit", "verify", "-c", s.config, "--anchor", "2:zz"),
+                          3, "--anchor")
+    assert_one_line_error(p2pmsg("audit", "verify", "-c", s.config, "--anchor",
+                                 f"3:{head[1]}"), 8, "truncated")
     out = tmp_path / "audit.jsonl"
     assert p2pmsg("audit", "export", "-c", s.config, "--out", out).returncode == 0
     with out.open() as fh:

@@ -128,6 +128,10 @@ def test_env_can_supply_a_field_missing_from_the_file(tmp_path: Path) -> None:
         ('[node]\nkey = "k"\ndata_dir = "d"\n[mdns]\ninterfaces = ["not-an-ip"]\n', {},
          r"mdns\.interfaces"),
         ('[node]\nkey = "k"\ndata_dir = "d"\n[wat]\n', {}, r"unknown section \[wat\]"),
+        ('[node]\nkey = "k"\ndata_dir = "d"\n[attachments]\ninterval = 0\n', {},
+         r"attachments\.interval: between"),
+        ('[node]\nkey = "k"\ndata_dir = "d"\n[attachments]\nfetch = "yes"\n', {},
+         r"attachments\.fetch: expected bool"),
         ('[node]\nkey = "k"\ndata_dir = "d"\n', {"P2PMSG_MDNS_ENABLED": "maybe"},
          r"P2PMSG_MDNS_ENABLED: expected true/false"),
         ('[node]\nkey = "k"\ndata_dir = "d"\n', {"P2PMSG_PEERS": "no-at-sign"},
@@ -144,6 +148,17 @@ def test_invalid_configs_name_the_field(
     if not env:
         assert str(path) in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_attachment_fetching_is_on_by_default_and_configurable(tmp_path: Path) -> None:
+    path = write(tmp_path, '[node]\nkey = "k"\ndata_dir = "d"\n')
+    cfg = load_config(path, env={})
+    assert cfg.fetch_attachments and cfg.fetch_interval == 5.0
+    path.write_text('[node]\nkey = "k"\ndata_dir = "d"\n[attachments]\nfetch = false\n'
+                    'interval = 30\n')
+    cfg = load_config(path, env={})
+    assert not cfg.fetch_attachments and cfg.fetch_interval == 30.0
+    assert load_config(path, env={"P2PMSG_ATTACHMENTS_FETCH": "on"}).fetch_attachments
 
 
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:

@@ -50,7 +50,10 @@ issuer = "{ISSUER}"
 mode = "deny-all"
 allow_orgs = ["{'01' * 32}"]
 deny_keys = ["{'02' * 32}"]
+allow_persons = ["{'03' * 16}"]
+deny_persons = ["{'04' * 16}"]
 retention_days = 30
+audit_retention_days = 400
 legal_holds = ["ward"]
 max_age_hours = 24
 purge_interval = 60
@@ -65,6 +68,9 @@ ward = 7
     assert gov.local.default is LocalDefault.DENY_ALL
     assert gov.local.allow_orgs == {bytes.fromhex("01" * 32)}
     assert gov.local.deny_keys == {bytes.fromhex("02" * 32)}
+    assert gov.local.allow_persons == {bytes.fromhex("03" * 16)}
+    assert gov.local.deny_persons == {bytes.fromhex("04" * 16)}
+    assert gov.audit_retention_ms == 400 * DAY_MS
     assert gov.retention.default_ms == 30 * DAY_MS
     assert gov.retention.per_room == {bytes.fromhex(TOPIC): 7 * DAY_MS}
     assert gov.retention.legal_holds == {bytes.fromhex(TOPIC)}
@@ -88,6 +94,10 @@ ward = 7
     (f'federation_list = "f"\nissuer = "{ISSUER}"\nlegal_holds = ["nope"]', "legal_holds"),
     (f'federation_list = "f"\nissuer = "{ISSUER}"\nallow_orgs = ["{"01" * 32}"]\n'
      f'deny_orgs = ["{"01" * 32}"]', "both allowed and denied"),
+    (f'federation_list = "f"\nissuer = "{ISSUER}"\ndeny_persons = ["{"01" * 32}"]',
+     "governance.deny_persons: expected 32 hex digits (16 bytes)"),
+    (f'federation_list = "f"\nissuer = "{ISSUER}"\naudit_retention_days = "x"',
+     "governance.audit_retention_days"),
 ])
 def test_bad_governance_section_names_the_field(tmp_path: Path, body: str,
                                                 fragment: str) -> None:

@@ -120,3 +120,87 @@ def test_record_survives_kill_9(tmp_path: Path) -> None:
         assert [r.details["erased"] for r in log.query()] == [0, 1, 2]
         log.append(AuditKind.PURGE, 2000, erased=9)  # the chain continues
         assert log.verify() == 4
+
+
+# -- the audit log's own retention -------------------------------------------------------
+
+def test_prune_keeps_a_verifiable_suffix_and_records_itself(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    with AuditLog(path, NODE) as log:
+        fill(log)
+        head_before = log.head()
+        assert log.prune(before_ms=250, at_ms=500) == 2  # records at 100 and 200
+        assert [r.seq for r in log.query()] == [3, 4, 5]
+        pruned = log.query(kinds=[AuditKind.AUDIT_PRUNED])[0]
+        assert pruned.details == {"deleted": 2, "base_seq": 2, "before_ms": 250}
+        assert log.verify() == 3
+        log.check_anchor(*head_before)  # record 4 is still there, unchanged
+        buf = io.StringIO()
+        assert log.export_jsonl(buf) == 3
+    assert verify_audit_export(buf.getvalue().splitlines(), NODE.public_key) == 3
+    with sqlite3.connect(path) as conn:  # the pruned rows are gone from the file
+        assert conn.execute("SELECT COUNT(*) FROM audit WHERE seq <= 2").fetchone()[0] == 0
+    with AuditLog(path, NODE) as log:  # the checkpoint survives a reopen
+        assert log.verify() == 3
+        with pytest.raises(AuditError, match="pruned"):
+            log.check_anchor(1, head_before[1])
+
+
+def test_prune_only_removes_a_prefix(tmp_path: Path) -> None:
+    with AuditLog(tmp_path / "audit.db", NODE) as log:
+        log.append(AuditKind.PURGE, 100, erased=1)
+        log.append(AuditKind.PURGE, 900, erased=1)
+        log.append(AuditKind.PURGE, 50, erased=1)  # clock stepped back: stays
+        assert log.prune(before_ms=500, at_ms=1000) == 1
+        assert [r.at_ms for r in log.query()] == [900, 50, 1000]
+        assert log.prune(before_ms=0, at_ms=1000) == 0
+        assert log.verify() == 3
+
+
+def test_prune_everything_then_append_continues_the_chain(tmp_path: Path) -> None:
+    with AuditLog(tmp_path / "audit.db", NODE) as log:
+        fill(log)
+        assert log.prune(before_ms=10_000, at_ms=10_000) == 4
+        assert log.prune(before_ms=20_000, at_ms=20_000) == 1  # the first AUDIT_PRUNED
+        assert [r.seq for r in log.query()] == [6]
+        log.append(AuditKind.EXPORT, 30_000, room="00" * 32)
+        assert log.verify() == 2
+        assert log.head()[0] == 7
+
+
+def test_forged_or_rolled_back_checkpoint_is_detected(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    with AuditLog(path, NODE) as log:
+        fill(log)
+        log.prune(before_ms=150, at_ms=500)
+        old = sqlite3.connect(path).execute(
+            "SELECT v FROM audit_meta WHERE k = 'checkpoint'").fetchone()[0]
+        log.prune(before_ms=350, at_ms=600)
+    with sqlite3.connect(path) as conn:  # roll the checkpoint back: a gap appears
+        conn.execute("UPDATE audit_meta SET v = ? WHERE k = 'checkpoint'", (old,))
+    with AuditLog(path, NODE) as log, pytest.raises(AuditError):
+        log.verify()
+    other = Identity.generate()
+    from p2pmsg import _cbor
+    from p2pmsg.identity import Domain
+    body = _cbor.dumps([1, 3, b"\x00" * 32])
+    forged = _cbor.dumps([3, b"\x00" * 32, other.sign(Domain.AUDIT_CHECKPOINT, body)])
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE audit_meta SET v = ? WHERE k = 'checkpoint'", (forged,))
+    with AuditLog(path, NODE) as log, pytest.raises(AuditError, match="checkpoint"):
+        log.verify()
+
+
+def test_anchor_detects_a_truncated_tail(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    with AuditLog(path, NODE) as log:
+        fill(log)
+        anchor = log.head()
+    with sqlite3.connect(path) as conn:
+        conn.execute("DELETE FROM audit WHERE seq = 4")
+    with AuditLog(path, NODE) as log:
+        assert log.verify() == 3  # the chain alone cannot tell
+        with pytest.raises(AuditError, match="truncated"):
+            log.check_anchor(*anchor)
+        with pytest.raises(AuditError, match="differs"):
+            log.check_anchor(3, anchor[1])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
 from messaging_helpers import Org, World
 
 from p2pmsg.governance.federation import (
@@ -207,3 +208,42 @@ def test_expect_room_is_provisional_until_the_view_names_the_orgs() -> None:
     # once a view is known, a (re-read) invitation cannot widen access
     p.expect_room(f.r1, (f.c.id,))
     assert not p.may_read(f.nid(f.c), f.r1)
+
+
+def test_person_exceptions_admit_and_count_by_person() -> None:
+    """deny_persons: a denied person's membership does not let their organisation's
+    nodes read a room; allow_persons in deny-all mode: the organisation is admitted
+    for exactly the rooms that person is in."""
+    f = Fed()
+    px = b"\x42" * 16
+    dr_x = f.world.new_device(f.b, "dr-x", person=px)
+    f.world.append(f.alice, f.r2, compose_add(f.world.room(f.r2), f.alice,
+                                               dr_x.public_key, f.b.id))
+    views = [f.world.room(t).view for t in (f.r1, f.r2)]
+
+    def policy(local: LocalPolicy) -> GovernancePolicy:
+        p = GovernancePolicy(f.registry, lambda: f.now, local, views)
+        p.update_persons(f.world.org_states())
+        return p
+
+    plain = policy(LocalPolicy())
+    assert plain.may_read(f.nid(f.b), f.r1) and plain.may_read(f.nid(f.b), f.r2)
+    denied = policy(LocalPolicy(deny_persons=frozenset({px})))
+    assert denied.allow_peer(f.nid(f.b))  # the node itself is not the person
+    assert denied.may_read(f.nid(f.b), f.r1) and not denied.may_read(f.nid(f.b), f.r2)
+    only_x = policy(LocalPolicy(LocalDefault.DENY_ALL, allow_persons=frozenset({px})))
+    decision = only_x.decide_peer(f.nid(f.b))
+    assert decision.allowed and decision.reason == "organisation admitted for its allowed persons"
+    assert only_x.may_read(f.nid(f.b), f.r2) and not only_x.may_read(f.nid(f.b), f.r1)
+    assert not only_x.allow_peer(f.nid(f.c))  # no allowed person in C
+    # rules changed at runtime are recounted (and listeners told)
+    calls: list[int] = []
+    plain.add_change_listener(lambda: calls.append(1))
+    plain.set_local(LocalPolicy(deny_persons=frozenset({px})))
+    assert calls and not plain.may_read(f.nid(f.b), f.r2)
+    # a person's own device: the person rule decides unless a key rule is more specific
+    local = LocalPolicy(deny_persons=frozenset({px}), allow_keys=frozenset({b"k" * 32}))
+    assert local.decide(dr_x.public_key, f.b.id, px) == (False, "person denied by local policy")
+    assert local.decide(b"k" * 32, f.b.id, px)[0]
+    with pytest.raises(ValueError, match="both allowed and denied"):
+        LocalPolicy(allow_persons=frozenset({px}), deny_persons=frozenset({px}))

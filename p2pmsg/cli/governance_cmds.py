@@ -20,16 +20,20 @@ import sys
 import time
 import tomllib
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from ..blobs import BlobStore
+from ..certs import PERSON_ID_SIZE
 from ..daemon.config import ConfigError, DaemonConfig, parse_key_hex
 from ..daemon.governance import (
     GovernanceConfig,
+    epoch_keys,
     load_federation_file,
     org_states,
     room_views,
+    run_retention,
 )
 from ..daemon.state import writer_lock
 from ..errors import P2PMsgError, StoreError
@@ -49,13 +53,11 @@ from ..governance.federation import (
 )
 from ..governance.records import render_records
 from ..governance.retention import (
-    collect_candidates,
     device_orgs,
-    plan_purge,
-    run_purge,
 )
 from ..identity import Identity, short_id
 from ..keyfile import load_identity
+from ..messaging.org import OrgState
 from ..messaging.room import RoomView
 from ..messenger.keyring import FileKeyring
 from ..store.sqlite import SqliteStore
@@ -131,6 +133,26 @@ def _views(config: DaemonConfig, store: SqliteStore) -> tuple[dict[bytes, bytes]
 
 def _devices(values: list[str]) -> list[bytes]:
     return [parse_key_hex(v, "--device") for v in values]
+
+
+def _person(text: str) -> bytes:
+    try:
+        raw = bytes.fromhex(text.strip())
+    except ValueError:
+        raw = b""
+    if len(raw) != PERSON_ID_SIZE:
+        raise ConfigError(f"--person: expected {2 * PERSON_ID_SIZE} hex digits (a person id)")
+    return raw
+
+
+def _person_devices(orgs: Mapping[bytes, OrgState], persons: list[bytes]) -> list[bytes]:
+    """Every device ever certified for ``persons`` in the known organisations
+    (revoked and expired ones too: their content is the person's as well)."""
+    found = [d for state in orgs.values() for p in persons for d in state.person_devices(p)]
+    if not found:
+        raise ConfigError("--person: no device of this person is certified in the "
+                          "organisations this node knows")
+    return found
 
 
 # -- federation -------------------------------------------------------------------------
@@ -220,42 +242,67 @@ def cmd_federation_show(config: DaemonConfig | None, args: argparse.Namespace) -
 
 # -- retention and erasure ------------------------------------------------------------------
 
+def _existing_keyring(config: DaemonConfig, identity: Identity) -> FileKeyring | None:
+    path = config.data_dir / "keyring.db"
+    return FileKeyring(path, identity) if path.exists() else None
+
+
+def _orgs(config: DaemonConfig, store: SqliteStore) -> dict[bytes, OrgState]:
+    flist = _trusted_list(config)
+    return org_states(store, [o.org_id for o in flist.organisations] if flist else [])
+
+
 def cmd_retention_purge(config: DaemonConfig, args: argparse.Namespace) -> int:
     gov = _gov(config)
     now = _now_ms()
-    if args.dry_run:
-        with _open_store(config) as store:
-            authors, _ = _views(config, store)
-            plan = plan_purge(collect_candidates(store, authors), gov.retention, now)
-        verb = "would erase"
-    else:
-        with writer_lock(config.data_dir), _open_store(config) as store, \
-                _open_audit(config) as audit:
-            authors, _ = _views(config, store)
-            plan = run_purge(store, gov.retention, now, authors=authors, audit=audit)
-        verb = "erased"
+    identity = load_identity(config.key)
+    with contextlib.ExitStack() as stack:
+        if not args.dry_run:
+            stack.enter_context(writer_lock(config.data_dir))
+        store = stack.enter_context(_open_store(config))
+        audit = None if args.dry_run else stack.enter_context(_open_audit(config))
+        blobs = stack.enter_context(_open_blobs(config))
+        run = run_retention(gov, store, now, identity=identity, orgs=_orgs(config, store),
+                            audit=audit, blobs=blobs,
+                            keyring=_existing_keyring(config, identity), dry_run=args.dry_run)
+    plan = run.plan
+    verb = "would erase" if args.dry_run else "erased"
     per_room = Counter(c.topic for c in plan.erase)
     for topic, count in sorted(per_room.items()):
         name = config.topic_name(topic) or "-"
         print(f"{topic.hex()}  {name:16}  {verb} {count} payloads")
     print(f"{verb} {len(plan.erase)} payloads; {plan.held} held (legal hold), "
           f"{plan.kept_structure} structure kept, {plan.kept_unknown} unknown kept")
+    blob_verb = "would delete" if args.dry_run else "deleted"
+    print(f"attachments: {blob_verb} {plan.blobs_deleted} of purged messages, "
+          f"{len(run.expired.deleted)} past retention ({run.expired.held} held)")
+    if gov.audit_retention_ms is not None and not args.dry_run:
+        print(f"audit log: pruned {run.audit_pruned} records older than the retention")
     return 0
 
 
 def cmd_erase(config: DaemonConfig, args: argparse.Namespace) -> int:
     _gov(config)
     devices = _devices(args.device)
+    persons = [_person(v) for v in args.person]
+    if not devices and not persons:
+        raise ConfigError("erase: give at least one --device or --person")
     now = _now_ms()
     with writer_lock(config.data_dir), _open_store(config) as store, \
-            _open_audit(config) as audit:
+            _open_audit(config) as audit, contextlib.ExitStack() as stack:
         identity = load_identity(config.key)
+        if persons:
+            devices += _person_devices(_orgs(config, store), persons)
         # Crypto-shredding: forget the epochs only the erased content needed in the
-        # daemon's keyring (data_dir/keyring.db), if this node has one.
-        keyring_path = config.data_dir / "keyring.db"
-        secrets = FileKeyring(keyring_path, identity) if keyring_path.exists() else None
+        # daemon's keyring (data_dir/keyring.db), if this node has one; the keys it
+        # still holds first let the attachments of the erased messages be found.
+        secrets = _existing_keyring(config, identity)
+        blobs = stack.enter_context(_open_blobs(config))
+        keys: dict[bytes, bytes] = {}
+        if blobs is not None:
+            keys = epoch_keys(room_views(store, _orgs(config, store)), identity, secrets)
         stone = erase_person(store, devices, identity, args.request, now, now,
-                             secrets=secrets, audit=audit)
+                             secrets=secrets, audit=audit, blobs=blobs, keys=keys)
     if args.out:
         Path(args.out).write_bytes(stone.to_bytes())
     print(json.dumps({
@@ -299,7 +346,12 @@ def cmd_export_room(config: DaemonConfig, args: argparse.Namespace) -> int:
 def cmd_export_person(config: DaemonConfig, args: argparse.Namespace) -> int:
     _gov(config)
     devices = _devices(args.device)
+    persons = [_person(v) for v in args.person]
+    if not devices and not persons:
+        raise ConfigError("export person: give at least one --device or --person")
     with _open_store(config) as store:
+        if persons:
+            devices += _person_devices(_orgs(config, store), persons)
         _, views = _views(config, store)
         with _open_blobs(config) as blobs:
             bundle = export_person(store, devices, views, _reader(args), _now_ms(),
@@ -353,12 +405,28 @@ def cmd_audit_list(config: DaemonConfig, args: argparse.Namespace) -> int:
 
 
 def cmd_audit_verify(config: DaemonConfig, args: argparse.Namespace) -> int:
+    anchor = _anchor(args.anchor) if args.anchor else None
     with _open_audit(config, create=False) as audit:
         count = audit.verify()
+        if anchor is not None:
+            audit.check_anchor(*anchor)
         seq, digest = audit.head()
-    print(f"audit log verified: {count} records, head {seq} {digest.hex()} "
+    checked = f"; anchor {anchor[0]} matches" if anchor is not None else ""
+    print(f"audit log verified: {count} records, head {seq} {digest.hex()}{checked} "
           "(anchor this head elsewhere to detect truncation)")
     return 0
+
+
+def _anchor(text: str) -> tuple[int, bytes]:
+    """``SEQ:DIGEST`` as printed by ``audit verify`` (and logged as ``audit_head``)."""
+    seq_text, _, digest_text = text.partition(":")
+    try:
+        seq, digest = int(seq_text), bytes.fromhex(digest_text)
+    except ValueError:
+        seq, digest = -1, b""
+    if seq < 0 or len(digest) != 32:
+        raise ConfigError("--anchor: expected SEQ:DIGEST (a number, ':', 64 hex digits)")
+    return seq, digest
 
 
 def cmd_audit_export(config: DaemonConfig, args: argparse.Namespace) -> int:
@@ -422,8 +490,11 @@ def add_governance_commands(sub: Any, cfg: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("erase", parents=[cfg],
                        help="erase a person's content (Art. 17; node must be stopped)")
-    p.add_argument("--device", action="append", required=True, metavar="KEY",
+    p.add_argument("--device", action="append", default=[], metavar="KEY",
                    help="the person's device key (hex); repeat for several")
+    p.add_argument("--person", action="append", default=[], metavar="ID",
+                   help="a person id (32 hex, from 'node init --person'): every device "
+                        "certified for that person; repeatable, combines with --device")
     p.add_argument("--request", default="", metavar="REF", help="erasure request reference")
     p.add_argument("--out", metavar="FILE", help="also write the tombstone bytes here")
     p.set_defaults(handler=cmd_erase, needs_config=True)
@@ -439,7 +510,10 @@ def add_governance_commands(sub: Any, cfg: argparse.ArgumentParser) -> None:
         q.add_argument("--request", default="", metavar="REF", help="request reference")
         q.set_defaults(needs_config=True)
         if q is not p:
-            q.add_argument("--device", action="append", required=True, metavar="KEY")
+            q.add_argument("--device", action="append", default=[], metavar="KEY",
+                           help="a device key of the person (hex); repeatable")
+            q.add_argument("--person", action="append", default=[], metavar="ID",
+                           help="a person id (32 hex): every device certified for it")
             q.set_defaults(handler=cmd_export_person)
     p.set_defaults(handler=cmd_export_room)
 
@@ -454,6 +528,8 @@ def add_governance_commands(sub: Any, cfg: argparse.ArgumentParser) -> None:
     p.add_argument("--since", metavar="T", help="ms since the epoch or ISO date/time (UTC)")
     p.set_defaults(handler=cmd_audit_list, needs_config=True)
     p = aud_sub.add_parser("verify", parents=[cfg], help="check the chain and every signature")
+    p.add_argument("--anchor", metavar="SEQ:DIGEST",
+                   help="also check a head remembered elsewhere (detects a truncated tail)")
     p.set_defaults(handler=cmd_audit_verify, needs_config=True)
     p = aud_sub.add_parser("export", parents=[cfg], help="export as JSON lines")
     p.add_argument("--out", required=True, metavar="FILE", help="new file to write")

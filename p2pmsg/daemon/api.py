@@ -114,12 +114,15 @@ def daemon_keyring(config: DaemonConfig, identity: Identity) -> FileKeyring:
 
 async def serve_local_api(
     config: DaemonConfig, node: Node, orgs: Iterable[bytes], *,
+    keyring: FileKeyring | None = None,
     task_status: trio.TaskStatus[ApiServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Open the messenger over ``node`` and serve the HTTP API until cancelled.
 
     ``await nursery.start(serve_local_api, config, node, orgs)`` returns the
-    :class:`~p2pmsg.api.ApiServer` once the socket listens.
+    :class:`~p2pmsg.api.ApiServer` once the socket listens. ``keyring``: the
+    daemon's one :class:`FileKeyring` object (shared with the retention run, so a
+    key forgotten there is not written back from a stale copy); default: open it.
 
     Raises:
         ConfigError: ``node.org_id`` missing or a bad ``static_dir``.
@@ -135,7 +138,8 @@ async def serve_local_api(
         host=config.api.host, port=config.api.port, token_file=config.api_token_file,
         unix_socket=config.api.unix_socket, static_dir=find_static_dir(config.api.static_dir),
     )
-    keyring = daemon_keyring(config, node.identity)
+    if keyring is None:
+        keyring = daemon_keyring(config, node.identity)
     async with open_messenger(node, config.org_id, orgs=orgs, keyring=keyring) as messenger, \
             trio.open_nursery() as nursery:
         server: ApiServer = await nursery.start(serve_api, messenger, api_config)

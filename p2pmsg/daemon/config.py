@@ -133,6 +133,11 @@ class DaemonConfig:
     """The ``[governance]`` section, or None (then ``TopicPolicy`` from ``[[topics]]``)."""
     api: ApiSettings = ApiSettings()
     """The ``[api]`` section (disabled unless ``enabled = true``)."""
+    fetch_attachments: bool = True
+    """``[attachments] fetch``: fetch every blob the clear refs of stored rooms name
+    (so this node can serve them when the sender is offline; within quotas)."""
+    fetch_interval: float = 5.0
+    """``[attachments] interval``: seconds between scans for new attachment refs."""
 
     @property
     def api_token_file(self) -> Path:
@@ -210,6 +215,7 @@ _SCALAR_SECTIONS: dict[str, dict[str, type]] = {
     "status": {"interval": float},
     "api": {"enabled": bool, "host": str, "port": int, "unix_socket": str,
             "token_file": str, "static_dir": str, "orgs": list},
+    "attachments": {"fetch": bool, "interval": float},
 }
 
 
@@ -424,6 +430,11 @@ def _validate(source: Path, data: dict[str, Any]) -> DaemonConfig:
             governance = parse_governance(gov_raw, base, data_dir, resolve)
         except P2PMsgError as exc:
             raise ConfigError(str(exc)) from None
+    attachments = _table(data, "attachments")
+    fetch_interval = attachments.get("interval", 5.0)
+    if (isinstance(fetch_interval, bool) or not isinstance(fetch_interval, int | float)
+            or not 0.05 <= fetch_interval <= 3600):
+        raise ConfigError("attachments.interval: between 0.05 and 3600 seconds")
     api = _api_settings(base, _table(data, "api"))
     if api.enabled and org_id is None:
         raise ConfigError("api.enabled needs node.org_id (the messenger's organisation)")
@@ -447,6 +458,8 @@ def _validate(source: Path, data: dict[str, Any]) -> DaemonConfig:
         status_interval=interval,
         governance=governance,
         api=api,
+        fetch_attachments=bool(attachments.get("fetch", True)),
+        fetch_interval=float(fetch_interval),
     )
 
 

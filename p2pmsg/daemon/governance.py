@@ -26,6 +26,17 @@ line at ERROR when the list stops being fresh (every peer is refused until a new
 list is installed). Every ``purge_interval`` seconds it runs
 :func:`~p2pmsg.governance.run_purge` with the retention settings.
 
+A retention run (:func:`run_retention`, shared with ``p2pmsg retention purge``) is
+four steps: the payload purge (with the blob store and every epoch key this node
+can open — from its keyring and the rooms' EPOCH_KEYS entries — so the
+attachments of purged messages go too), the registration-time sweep of blobs
+(:func:`~p2pmsg.governance.attachments.expire_blobs`: blobs no readable message
+names), forgetting in the keyring the epoch keys no stored message needs any more
+(:func:`unneeded_epochs`; the current epoch of each room is kept), the audit log's
+own retention (``audit_retention_days``, :meth:`~p2pmsg.governance.AuditLog.prune`),
+and finally the audit head written to
+the structured log (``event=audit_head``) as an anchor outside the audit file.
+
 Room re-resolution reads every room of the store each interval: fine for the
 hundreds of rooms of a ward, to be made incremental for very large stores.
 """
@@ -33,14 +44,17 @@ hundreds of rooms of a ward, to be made incremental for very large stores.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import trio
 
+from ..blobs import BlobStore
+from ..certs import PERSON_ID_SIZE
 from ..errors import DecodeError, P2PMsgError, Reason
+from ..governance.attachments import BlobExpiry, expire_blobs
 from ..governance.audit import AuditKind, AuditLog
 from ..governance.federation import (
     FederationError,
@@ -50,10 +64,23 @@ from ..governance.federation import (
 )
 from ..governance.policy import GovernancePolicy, LocalDefault, LocalPolicy
 from ..governance.records import ProcessingConfig
-from ..governance.retention import DAY_MS, PurgePlan, RetentionConfig, device_orgs, run_purge
+from ..governance.redaction import enforce_redactions
+from ..governance.retention import (
+    DAY_MS,
+    PurgePlan,
+    RetentionConfig,
+    collect_candidates,
+    device_orgs,
+    plan_purge,
+    run_purge,
+)
 from ..identity import Identity, short_id
+from ..messaging.crypto import epoch_key, open_secret
+from ..messaging.errors import DecryptionError
 from ..messaging.org import OrgState, control_topic
+from ..messaging.payloads import Sealed
 from ..messaging.room import RoomView, resolve_room
+from ..messenger.keyring import Keyring
 from ..store.base import Store
 from .logsetup import event
 
@@ -61,10 +88,14 @@ __all__ = [
     "MODES",
     "Governance",
     "GovernanceConfig",
+    "RetentionRun",
+    "epoch_keys",
     "load_federation_file",
     "org_states",
     "parse_governance",
     "room_views",
+    "run_retention",
+    "unneeded_epochs",
 ]
 
 MODES = {"allow-all-listed": LocalDefault.ALLOW_LISTED, "deny-all": LocalDefault.DENY_ALL}
@@ -72,9 +103,11 @@ SCALAR_FIELDS: dict[str, type] = {
     "federation_list": str, "issuer": str, "max_age_hours": float, "mode": str,
     "audit_log": str, "retention_days": float, "purge_interval": float,
     "reload_interval": float, "controller": str, "dpo_contact": str,
+    "audit_retention_days": float,
 }
 """Fields that ``P2PMSG_GOVERNANCE_<FIELD>`` can override."""
-LIST_FIELDS = ("allow_orgs", "deny_orgs", "allow_keys", "deny_keys", "legal_holds")
+LIST_FIELDS = ("allow_orgs", "deny_orgs", "allow_keys", "deny_keys", "allow_persons",
+               "deny_persons", "legal_holds")
 TABLE_FIELDS = ("room_retention_days", "org_retention_days")
 _MAX_LIST_FILE = 4 * 1024 * 1024
 _NO_CONTROLLER = "(controller not configured)"
@@ -102,6 +135,8 @@ class GovernanceConfig:
     controller: str = _NO_CONTROLLER
     dpo_contact: str = _NO_DPO
     room_names: Mapping[bytes, str] = field(default_factory=dict)
+    audit_retention_ms: int | None = None
+    """Audit records older than this are pruned (signed checkpoint); None = keep."""
 
     def processing(self, flist: FederationList | None) -> ProcessingConfig:
         """The Art. 30 inputs: recipients from the list, periods from retention."""
@@ -111,15 +146,15 @@ class GovernanceConfig:
             retention=self.retention, room_names=dict(self.room_names))
 
 
-def _key(text: object, where: str) -> bytes:
+def _key(text: object, where: str, size: int = 32) -> bytes:
     if not isinstance(text, str):
-        raise _ConfigError(f"{where}: expected 64 hex digits")
+        raise _ConfigError(f"{where}: expected {2 * size} hex digits")
     try:
         raw = bytes.fromhex(text.strip())
     except ValueError:
         raise _ConfigError(f"{where}: not hexadecimal") from None
-    if len(raw) != 32:
-        raise _ConfigError(f"{where}: expected 64 hex digits (32 bytes)")
+    if len(raw) != size:
+        raise _ConfigError(f"{where}: expected {2 * size} hex digits ({size} bytes)")
     return raw
 
 
@@ -163,10 +198,12 @@ def parse_governance(
             lists[name] = frozenset(resolve_topic(v, f"governance.{name}") if isinstance(v, str)
                                     else _key(v, f"governance.{name}") for v in value)
         else:
-            lists[name] = frozenset(_key(v, f"governance.{name}") for v in value)
+            size = PERSON_ID_SIZE if name.endswith("_persons") else 32
+            lists[name] = frozenset(_key(v, f"governance.{name}", size) for v in value)
     try:
         local = LocalPolicy(MODES[mode_text], lists["allow_orgs"], lists["deny_orgs"],
-                            lists["allow_keys"], lists["deny_keys"])
+                            lists["allow_keys"], lists["deny_keys"],
+                            lists["allow_persons"], lists["deny_persons"])
     except ValueError as exc:
         raise _ConfigError(f"governance: {exc}") from None
     tables: dict[str, dict[bytes, int | None]] = {}
@@ -200,6 +237,9 @@ def parse_governance(
                                 "governance.reload_interval", 0.05, 86_400),
         controller=raw.get("controller", _NO_CONTROLLER),
         dpo_contact=raw.get("dpo_contact", _NO_DPO),
+        audit_retention_ms=_days_ms(raw["audit_retention_days"],
+                                    "governance.audit_retention_days")
+        if "audit_retention_days" in raw else None,
     )
 
 
@@ -264,13 +304,102 @@ def room_views(store: Store, orgs: Mapping[bytes, OrgState]) -> list[RoomView]:
     return views
 
 
+def epoch_keys(views: Iterable[RoomView], identity: Identity,
+               keyring: Keyring | None = None) -> dict[bytes, bytes]:
+    """Every epoch AEAD key this node can use, by epoch id: from ``keyring`` where it
+    has them, else opened from the rooms' EPOCH_KEYS entries with ``identity``.
+    Epochs the keyring marks forgotten (crypto-shredded) are never re-opened."""
+    keys: dict[bytes, bytes] = {}
+    for view in views:
+        for epoch in view.epochs:
+            if keyring is not None and keyring.is_forgotten(epoch.id):
+                continue
+            key = keyring.get(epoch.id) if keyring is not None else None
+            sealed = epoch.recipients.get(identity.public_key)
+            if key is None and sealed is not None:
+                try:
+                    key = epoch_key(view.topic, open_secret(identity, sealed))
+                except DecryptionError:
+                    continue  # garbage sealed to us: that epoch stays unreadable
+            if key is not None:
+                keys[epoch.id] = key
+    return keys
+
+
+def unneeded_epochs(store: Store, views: Iterable[RoomView]) -> list[bytes]:
+    """Epochs no stored message payload uses any more and that are not their room's
+    current epoch: after a purge, their keys only widen what a stolen key file or
+    device could open, so retention forgets them (crypto-shredding)."""
+    out: list[bytes] = []
+    for view in views:
+        current = view.current_epoch
+        used = {a.payload.epoch for a in view.applied
+                if isinstance(a.payload, Sealed)
+                and isinstance(store.get_payload(a.entry.id), bytes)}
+        out += [e.id for e in view.epochs
+                if e.id not in used and (current is None or e.id != current.id)]
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionRun:
+    """What one :func:`run_retention` did (or, with ``dry_run``, would do)."""
+
+    plan: PurgePlan
+    expired: BlobExpiry
+    audit_pruned: int
+    keys_forgotten: int = 0
+    """Epoch keys newly forgotten in the keyring (no stored message needs them)."""
+
+
+def run_retention(
+    config: GovernanceConfig, store: Store, now_ms: int, *,
+    identity: Identity, orgs: Mapping[bytes, OrgState], audit: AuditLog | None,
+    blobs: BlobStore | None = None, keyring: Keyring | None = None, dry_run: bool = False,
+) -> RetentionRun:
+    """One retention run: payloads (and their attachments), expired blobs, old audit
+    records; then the audit head goes to the structured log. See the module docstring."""
+    authors = device_orgs(orgs)
+    if dry_run:
+        plan = plan_purge(collect_candidates(store, authors), config.retention, now_ms)
+        expired = (expire_blobs(blobs, config.retention, now_ms, dry_run=True)
+                   if blobs is not None else BlobExpiry((), 0, 0))
+        return RetentionRun(plan, expired, 0)
+    views = room_views(store, orgs)
+    keys = epoch_keys(views, identity, keyring) if blobs is not None else {}
+    plan = run_purge(store, config.retention, now_ms, authors=authors, audit=audit,
+                     blobs=blobs, keys=keys)
+    forgotten: list[bytes] = []
+    if keyring is not None and plan.erase:
+        forgotten = keyring.forget(
+            e for e in unneeded_epochs(store, views) if not keyring.is_forgotten(e))
+        if forgotten and audit is not None:
+            audit.append(AuditKind.KEY_ROTATED, now_ms, forgotten=len(forgotten),
+                         reason="retention")
+    expired = (expire_blobs(blobs, config.retention, now_ms, audit=audit)
+               if blobs is not None else BlobExpiry((), 0, 0))
+    pruned = 0
+    if audit is not None:
+        if config.audit_retention_ms is not None:
+            pruned = audit.prune(now_ms - config.audit_retention_ms, now_ms)
+        seq, digest = audit.head()
+        event("audit_head", seq=seq, digest=digest.hex())
+    return RetentionRun(plan, expired, pruned, len(forgotten))
+
+
 class Governance:
     """What ``p2pmsg run`` builds from ``[governance]``; close it after the node stops."""
 
     def __init__(self, config: GovernanceConfig, identity: Identity, store: Store,
                  wall_clock: Callable[[], int]) -> None:
         self.config = config
+        self.identity = identity
         self.store = store
+        self.blobs: BlobStore | None = None
+        """Set by the daemon when it has a blob store: purges then delete attachments."""
+        self.keyring: Keyring | None = None
+        """The node's keyring (the one object the API's messenger uses): retention
+        reads epoch keys from it and forgets the epochs no stored message needs."""
         self.clock = wall_clock
         self.registry = _CappedRegistry(config.issuer, config.max_age_ms)
         self.audit = AuditLog(config.audit_log, identity)
@@ -340,17 +469,37 @@ class Governance:
 
     def refresh_rooms(self) -> int:
         """Feed every stored room's current membership to the policy."""
-        views = room_views(self.store, self._orgs())
+        orgs = self._orgs()
+        self.policy.update_persons(orgs)
+        views = room_views(self.store, orgs)
         for view in views:
             self.policy.update_room(view)
+        self.enforce_redactions(views)
         return len(views)
 
+    def enforce_redactions(self, views: list[RoomView]) -> int:
+        """Apply every room's redactions on this node (members with their epoch keys,
+        relays from the clear refs of SEALED v2 redactions); audited. Idempotent."""
+        keys = epoch_keys(views, self.identity, self.keyring)
+        done = enforce_redactions(self.store, views, keys=keys, blobs=self.blobs,
+                                  audit=self.audit, now_ms=self.clock())
+        changed = [r for r in done if r.changed]
+        if changed:
+            event("redactions_applied", redactions=len(changed),
+                  payloads=sum(len(r.erased) for r in changed),
+                  blobs=sum(r.blobs_deleted for r in changed))
+        return len(changed)
+
     def purge(self) -> PurgePlan:
-        """One retention run (audited per room)."""
-        plan = run_purge(self.store, self.config.retention, self.clock(),
-                         authors=device_orgs(self._orgs()), audit=self.audit)
+        """One retention run (:func:`run_retention`, audited per room)."""
+        run = run_retention(self.config, self.store, self.clock(), identity=self.identity,
+                            orgs=self._orgs(), audit=self.audit, blobs=self.blobs,
+                            keyring=self.keyring)
+        plan = run.plan
         event("purge", erased=len(plan.erase), held=plan.held,
-              kept_structure=plan.kept_structure)
+              kept_structure=plan.kept_structure, blobs=plan.blobs_deleted,
+              blobs_expired=len(run.expired.deleted), audit_pruned=run.audit_pruned,
+              keys_forgotten=run.keys_forgotten)
         return plan
 
     async def run(self) -> None:

@@ -47,18 +47,19 @@ import trio
 from ..blobs import BlobStore
 from ..certs import decode_certificate, verify_certificate
 from ..errors import CertificateError, DecodeError, Reason, TransportError
-from ..governance.retention import PurgePlan
+from ..governance.retention import PurgePlan, device_orgs
 from ..identity import Identity, short_id
 from ..keyfile import load_identity
 from ..net.base import Discovery, PeerHint, Transport, available_transports, load_transport
 from ..node import Node, NodeConfig, audited_allow_peer, open_node
 from ..node.audit import AuditSink
+from ..node.blobs import RelayBlobFetcher
 from ..node.config import system_wall_ms
 from ..policy import AllowAllPolicy, Policy, TopicPolicy
 from ..store.sqlite import SqliteStore
-from .api import known_orgs, node_topics, serve_local_api
+from .api import daemon_keyring, known_orgs, node_topics, serve_local_api
 from .config import ConfigError, DaemonConfig
-from .governance import Governance, GovernanceConfig
+from .governance import Governance, GovernanceConfig, org_states
 from .logsetup import event
 from .metrics import PurgeCounts, SyncLagTracker, serve_metrics
 from .progress import report_initial_sync
@@ -156,6 +157,21 @@ class _CountingGovernance(Governance):
         plan = super().purge()
         self.purge_counts.record(len(plan.erase), plan.held)
         return plan
+
+
+async def _fetch_attachments(node: Node, store: SqliteStore, org_ids: list[bytes],
+                             interval: float) -> None:
+    """Fetch the blobs that clear attachment refs of stored rooms name, so this node
+    can serve them when their sender is offline (docs/attachments.md, "Relays").
+    Blobs are charged to the author's organisation (refreshed from the control
+    topics each round)."""
+    fetcher = RelayBlobFetcher(node)
+    while True:
+        fetcher.authors = device_orgs(org_states(store, [o for o in org_ids if o]))
+        report = await fetcher.run_once()
+        if report.fetched:
+            event("attachments_fetched", blobs=len(report.fetched))
+        await trio.sleep(interval)
 
 
 def collect_values(node: Node, store: SqliteStore, started: float, *,
@@ -276,9 +292,14 @@ async def run_daemon(
                 transports = _transports(config, identity, policy,
                                          gov.audit if gov is not None else None)
                 orgs = known_orgs(config, gov)
-                # attachments (send_file/download through the API) need a blob store
-                blobs = (closing.enter_context(BlobStore(config.data_dir / "blobs"))
-                         if config.api.enabled else None)
+                # the blob store: attachments sent/downloaded through the API, blobs
+                # this node serves or relays, and what retention deletes
+                blobs = closing.enter_context(BlobStore(config.data_dir / "blobs"))
+                # one keyring object for the API's messenger and the retention run
+                keyring = daemon_keyring(config, identity)
+                if gov is not None:
+                    gov.blobs = blobs
+                    gov.keyring = keyring
                 node_config = NodeConfig(
                     identity=identity, store=store, transports=transports,
                     peers=[PeerHint(p.node_id, p.address) for p in config.peers],
@@ -302,7 +323,8 @@ async def run_daemon(
                         metrics = f"{bound[0]}:{bound[1]}"
                     api_url: str | None = None
                     if config.api.enabled:
-                        server = await nursery.start(serve_local_api, config, node, orgs)
+                        server = await nursery.start(
+                            partial(serve_local_api, keyring=keyring), config, node, orgs)
                         api_url = server.url
                         event("api_ready", url=api_url,
                               unix=str(config.api.unix_socket or "-"),
@@ -311,6 +333,10 @@ async def run_daemon(
                                                started_wall, api_url=api_url))
                     if gov is not None:
                         nursery.start_soon(gov.run)
+                    if config.fetch_attachments:
+                        nursery.start_soon(partial(_fetch_attachments, node, store,
+                                                   [config.org_id or b"", *orgs],
+                                                   config.fetch_interval))
                     event("ready", node=short_id(node.id), node_name=config.name,
                           pid=os.getpid(), metrics=metrics,
                           listen=",".join(a for t in transports for a in t.addresses()) or "-",

@@ -16,7 +16,21 @@ are chained::
 with ``digest(0) = 32 zero bytes``. Changing, removing or reordering any record
 breaks every later digest; a record the node did not sign fails its signature.
 Truncating the *tail* cannot be detected from the file alone: export the head
-(:meth:`AuditLog.head`) to a second place (SIEM, the DPO's mailbox) to anchor it.
+(:meth:`AuditLog.head`) to a second place (SIEM, the DPO's mailbox) to anchor it,
+and check a remembered head later with :meth:`AuditLog.check_anchor` (``p2pmsg
+audit verify --anchor SEQ:DIGEST``). The daemon writes the head to its structured
+log after every purge run, so the journal is such a second place by default.
+
+**Retention of the log itself** (the records are personal data: device keys,
+peers, times). :meth:`AuditLog.prune` deletes the oldest records — the longest
+prefix stamped before a cut-off — and keeps a signed *checkpoint*
+``(base_seq, base_digest)``: the sequence number and digest of the last deleted
+record, signed in the AUDIT_CHECKPOINT domain over
+``canonical CBOR [1, base_seq, base_digest]``. Verification then starts from the
+checkpoint instead of from zero, so the remaining records still verify and
+nothing can be inserted before them; the prune itself is recorded
+(``audit_pruned``: how many records, the new base). Exports carry the checkpoint
+in their header line.
 
 Every :meth:`AuditLog.append` is one fsync'd SQLite transaction
 (``synchronous=FULL``): when it returns the record survives ``kill -9`` and power
@@ -29,6 +43,7 @@ Query with :meth:`AuditLog.query`, verify with :meth:`AuditLog.verify`, export w
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import hashlib
 import json
@@ -48,6 +63,7 @@ __all__ = [
     "AuditKind",
     "AuditLog",
     "AuditRecord",
+    "Checkpoint",
     "Detail",
     "verify_audit_export",
 ]
@@ -84,6 +100,8 @@ class AuditKind(enum.Enum):
     """A session ended because the peer broke the sync protocol (reason code only)."""
     ACCESS_REVOKED = "access_revoked"
     """An open session was closed because the policy no longer grants what it had."""
+    AUDIT_PRUNED = "audit_pruned"
+    """The oldest audit records were deleted by the audit log's own retention."""
 
 
 class AuditError(ValidationError):
@@ -128,6 +146,34 @@ def _ok_scalar(value: object) -> bool:
     if value is None or isinstance(value, bool | int):
         return True
     return isinstance(value, str) and len(value) <= MAX_DETAIL_STRING
+
+
+def _checkpoint_body(base_seq: int, base_digest: bytes) -> bytes:
+    return _cbor.dumps([_RECORD_VERSION, base_seq, base_digest])
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """Where a pruned audit log now starts: the last deleted record, node-signed."""
+
+    base_seq: int
+    base_digest: bytes
+    signature: bytes
+
+    def verify(self, node_key: bytes) -> None:
+        """Raise :class:`AuditError` unless ``node_key`` signed this checkpoint."""
+        ok = (self.base_seq >= 0 and len(self.base_digest) == 32
+              and verify(node_key, Domain.AUDIT_CHECKPOINT,
+                         _checkpoint_body(self.base_seq, self.base_digest), self.signature))
+        if not ok:
+            raise AuditError(Reason.BAD_SIGNATURE, "audit checkpoint is not node-signed")
+
+    def to_json(self) -> dict[str, object]:
+        return {"base_seq": self.base_seq, "base_digest": self.base_digest.hex(),
+                "signature": self.signature.hex()}
+
+
+_GENESIS = Checkpoint(0, _ZERO, b"")
 
 
 def _digest(prev: bytes, seq: int, at_ms: int, kind: str, details: str) -> bytes:
@@ -188,31 +234,101 @@ class AuditLog:
         self.close()
 
     def head(self) -> tuple[int, bytes]:
-        """(seq, digest) of the last record; (0, zeros) if empty. Anchor it elsewhere."""
+        """(seq, digest) of the last record; the checkpoint (or (0, zeros)) if there
+        is none. Anchor it elsewhere and check it later with :meth:`check_anchor`."""
         row = self._db().execute(
             "SELECT seq, digest FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-        return (0, _ZERO) if row is None else (int(row[0]), bytes(row[1]))
+        if row is None:
+            base = self.checkpoint()
+            return base.base_seq, base.base_digest
+        return int(row[0]), bytes(row[1])
 
-    def append(self, kind: AuditKind, at_ms: int, **details: Detail) -> AuditRecord:
-        """Record an event durably (fsync'd on return). ValueError for content-like details."""
-        text = _details_json(details)
+    def checkpoint(self) -> Checkpoint:
+        """Where the chain starts: the last :meth:`prune`'s checkpoint, or genesis."""
+        row = self._db().execute(
+            "SELECT v FROM audit_meta WHERE k = 'checkpoint'").fetchone()
+        if row is None:
+            return _GENESIS
+        try:
+            seq, digest, sig = _cbor.loads_canonical(bytes(row[0]), "audit checkpoint", 256)
+            return Checkpoint(int(seq), bytes(digest), bytes(sig))
+        except (P2PMsgError, TypeError, ValueError) as exc:
+            raise AuditError(Reason.MALFORMED, "audit checkpoint is damaged") from exc
+
+    def check_anchor(self, seq: int, digest: bytes) -> None:
+        """Raise :class:`AuditError` unless record ``seq`` (still held, or the
+        checkpoint) has ``digest``: detects a truncated or rewritten tail against a
+        head remembered elsewhere. Verify the chain too (:meth:`verify`)."""
+        base = self.checkpoint()
+        if seq == base.base_seq:
+            found: bytes | None = base.base_digest
+        elif seq < base.base_seq:
+            raise AuditError(Reason.SEQ_GAP, f"audit record {seq} was pruned; anchor newer")
+        else:
+            row = self._db().execute("SELECT digest FROM audit WHERE seq = ?", (seq,)).fetchone()
+            found = None if row is None else bytes(row[0])
+        if found is None:
+            raise AuditError(Reason.SEQ_GAP, f"audit record {seq} is missing: tail truncated")
+        if found != digest:
+            raise AuditError(Reason.BACKLINK_MISMATCH, f"audit record {seq} differs from anchor")
+
+    @contextlib.contextmanager
+    def _write(self, what: str) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE`` transaction: committed (fsync'd) on success, rolled
+        back on any exception; SQLite errors become :class:`StoreError`."""
         conn = self._db()
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                row = conn.execute(
-                    "SELECT seq, digest FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-                seq, prev = (1, _ZERO) if row is None else (int(row[0]) + 1, bytes(row[1]))
-                digest = _digest(prev, seq, at_ms, kind.value, text)
-                signature = self._node.sign(Domain.AUDIT, digest)
-                conn.execute("INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?)",
-                             (seq, at_ms, kind.value, text, digest, signature))
+                yield conn
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: audit append failed ({exc})") from exc
+            raise StoreError(f"{self.path}: audit {what} failed ({exc})") from exc
+
+    def prune(self, before_ms: int, at_ms: int) -> int:
+        """Delete the longest prefix of records stamped before ``before_ms``; keep a
+        signed checkpoint and record the prune. Returns how many were deleted.
+
+        Only a prefix goes (a record with an earlier stamp after a later one stays
+        until everything before it goes), so the rest still verifies from the
+        checkpoint. The deleted rows are overwritten (``secure_delete``)."""
+        self._db().execute("PRAGMA secure_delete = ON")
+        with self._write("prune") as conn:
+            stop = conn.execute(
+                "SELECT MIN(seq) FROM audit WHERE at_ms >= ?", (before_ms,)).fetchone()[0]
+            cut = conn.execute(
+                "SELECT seq, digest FROM audit WHERE seq < COALESCE(?, 1 << 62) "
+                "ORDER BY seq DESC LIMIT 1", (stop,)).fetchone()
+            if cut is None:
+                return 0
+            base_seq, base_digest = int(cut[0]), bytes(cut[1])
+            deleted = int(conn.execute("DELETE FROM audit WHERE seq <= ?", (base_seq,)).rowcount)
+            sig = self._node.sign(Domain.AUDIT_CHECKPOINT,
+                                  _checkpoint_body(base_seq, base_digest))
+            conn.execute("INSERT OR REPLACE INTO audit_meta VALUES ('checkpoint', ?)",
+                         (_cbor.dumps([base_seq, base_digest, sig]),))
+        self.append(AuditKind.AUDIT_PRUNED, at_ms, deleted=deleted, base_seq=base_seq,
+                    before_ms=before_ms)
+        return deleted
+
+    def append(self, kind: AuditKind, at_ms: int, **details: Detail) -> AuditRecord:
+        """Record an event durably (fsync'd on return). ValueError for content-like details."""
+        text = _details_json(details)
+        with self._write("append") as conn:
+            row = conn.execute(
+                "SELECT seq, digest FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+            if row is None:  # empty: continue from the checkpoint (pruned log)
+                base = self.checkpoint()
+                seq, prev = base.base_seq + 1, base.base_digest
+            else:
+                seq, prev = int(row[0]) + 1, bytes(row[1])
+            digest = _digest(prev, seq, at_ms, kind.value, text)
+            signature = self._node.sign(Domain.AUDIT, digest)
+            conn.execute("INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?)",
+                         (seq, at_ms, kind.value, text, digest, signature))
         return AuditRecord(seq, at_ms, kind, json.loads(text), digest, signature)
 
     def _rows(self, sql: str, args: Sequence[object]) -> Iterator[AuditRecord]:
@@ -246,18 +362,25 @@ class AuditLog:
 
     def verify(self) -> int:
         """Check the whole chain and every signature; the number of records. AuditError."""
+        base = self.checkpoint()
+        if base is not _GENESIS:
+            base.verify(self.node_key)
         rows = self._db().execute(
             "SELECT seq, at_ms, kind, details, digest, signature FROM audit ORDER BY seq")
         return _verify_chain(
             ((int(s), int(t), str(k), str(d), bytes(g), bytes(sig))
              for s, t, k, d, g, sig in rows),
-            self.node_key,
+            self.node_key, base,
         )
 
     def export_jsonl(self, out: IO[str]) -> int:
         """Write a header line and one JSON line per record; verify with
         :func:`verify_audit_export`. Returns the number of records."""
-        out.write(json.dumps({"format": "p2pmsg-audit/1", "node": self.node_key.hex()}) + "\n")
+        header: dict[str, object] = {"format": "p2pmsg-audit/1", "node": self.node_key.hex()}
+        base = self.checkpoint()
+        if base is not _GENESIS:
+            header["checkpoint"] = base.to_json()
+        out.write(json.dumps(header) + "\n")
         count = 0
         for seq, at_ms, kind, text, digest, sig in self._db().execute(
                 "SELECT seq, at_ms, kind, details, digest, signature FROM audit ORDER BY seq"):
@@ -271,8 +394,10 @@ class AuditLog:
 _Row: TypeAlias = tuple[int, int, str, str, bytes, bytes]
 
 
-def _verify_chain(rows: Iterable[_Row], node_key: bytes) -> int:
-    prev, expected = _ZERO, 1
+def _verify_chain(rows: Iterable[_Row], node_key: bytes, base: Checkpoint = _GENESIS) -> int:
+    """Check records from ``base`` on (its signature is checked by the caller);
+    returns the number of records checked."""
+    prev, expected = base.base_digest, base.base_seq + 1
     for seq, at_ms, kind, text, digest, sig in rows:
         if seq != expected:
             raise AuditError(Reason.SEQ_GAP, f"audit record {expected} is missing")
@@ -281,7 +406,7 @@ def _verify_chain(rows: Iterable[_Row], node_key: bytes) -> int:
         if not verify(node_key, Domain.AUDIT, digest, sig):
             raise AuditError(Reason.BAD_SIGNATURE, f"audit record {seq} is not node-signed")
         prev, expected = digest, expected + 1
-    return expected - 1
+    return expected - 1 - base.base_seq
 
 
 def verify_audit_export(lines: Iterable[str], node_key: bytes | None = None) -> int:
@@ -305,7 +430,13 @@ def verify_audit_export(lines: Iterable[str], node_key: bytes | None = None) -> 
 
         if node_key is not None and node_key != key:
             raise AuditError(Reason.WRONG_ISSUER, "audit export is from another node")
-        return _verify_chain(rows(), key)
+        base = _GENESIS
+        if "checkpoint" in header:
+            cp = header["checkpoint"]
+            base = Checkpoint(int(cp["base_seq"]), bytes.fromhex(cp["base_digest"]),
+                              bytes.fromhex(cp["signature"]))
+            base.verify(key)
+        return _verify_chain(rows(), key, base)
     except AuditError:
         raise
     except (StopIteration, ValueError, KeyError, TypeError, P2PMsgError) as exc:

@@ -11,14 +11,21 @@ TI-Messenger way:
      must be fresh and name the peer's node key (fail closed: STALE/NO_LIST refuse
      everyone);
   2. **local policy** (:class:`LocalPolicy`) — allow-all-listed or deny-all, with
-     exceptions per organisation and per key (a node or person's device key; the
-     most specific rule wins: key, then organisation, then the default).
+     exceptions per organisation, per person (the pseudonymous person id of a
+     version-2 certificate, :mod:`p2pmsg.certs`) and per key (a node or device
+     key; the most specific rule wins: key, then person, then organisation, then
+     the default). An organisation that is not admitted itself but has a person
+     on the allow list is admitted *for that person*: its nodes may connect, and
+     need-to-know (below) counts only the allowed persons' memberships.
 
 ``may_read(peer, topic)`` (for every topic a peer asks for), after ``allow_peer``:
   3. **need-to-know** — true only if
 
      * the topic is a room (known from :meth:`GovernancePolicy.update_room`) and the
-       peer's organisation has a *current* member device in it, or the peer is a
+       peer's organisation has a *current* member device in it that the local
+       policy lets count (:meth:`LocalPolicy.member_counts`: not a denied person;
+       in an organisation admitted only for some persons, one of those), or the
+       peer is a
        declared relay of that room (:meth:`GovernancePolicy.declare_relay`); or
      * the topic is the control topic of an organisation on the current federation
        list (root-signed certificates and revocations: every partner needs them to
@@ -42,10 +49,10 @@ reason strings go to the audit log.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from ..messaging.org import control_topic
+from ..messaging.org import OrgState, control_topic
 from ..messaging.room import RoomView
 from .federation import FederationRegistry, FederationStatus
 
@@ -82,17 +89,48 @@ class LocalPolicy:
     allow_keys: frozenset[bytes] = frozenset()
     """Node or person-device keys allowed despite the default or their organisation."""
     deny_keys: frozenset[bytes] = frozenset()
+    allow_persons: frozenset[bytes] = frozenset()
+    """Person ids (16 bytes) allowed: their devices may connect, and an organisation
+    otherwise not admitted is admitted for the rooms these persons are in."""
+    deny_persons: frozenset[bytes] = frozenset()
+    """Person ids denied: their devices may not connect and their room memberships
+    do not let their organisation's nodes read a room."""
 
     def __post_init__(self) -> None:
-        if self.allow_orgs & self.deny_orgs or self.allow_keys & self.deny_keys:
-            raise ValueError("an organisation or key is both allowed and denied")
+        if (self.allow_orgs & self.deny_orgs or self.allow_keys & self.deny_keys
+                or self.allow_persons & self.deny_persons):
+            raise ValueError("an organisation, person or key is both allowed and denied")
 
-    def decide(self, key: bytes, org: bytes) -> tuple[bool, str]:
-        """(allowed, reason) for a peer ``key`` of organisation ``org``."""
+    def org_admitted(self, org: bytes) -> bool:
+        """Whether ``org`` is admitted by the organisation rules and the default."""
+        if org in self.deny_orgs:
+            return False
+        return org in self.allow_orgs or self.default is LocalDefault.ALLOW_LISTED
+
+    def member_counts(self, org: bytes, person: bytes | None) -> bool:
+        """Whether a room member of ``org`` (with ``person``, if known) counts for
+        need-to-know: the person rules first, then the organisation's admission."""
+        if person is not None and person in self.deny_persons:
+            return False
+        if person is not None and person in self.allow_persons:
+            return True
+        return self.org_admitted(org)
+
+    def decide(self, key: bytes, org: bytes, person: bytes | None = None,
+               org_persons: frozenset[bytes] = frozenset()) -> tuple[bool, str]:
+        """(allowed, reason) for a peer ``key`` of organisation ``org``; ``person`` is
+        the key's own person (a person's device), ``org_persons`` the persons known
+        in ``org`` (an organisation with an allowed person is admitted for it)."""
         if key in self.deny_keys:
             return False, "key denied by local policy"
         if key in self.allow_keys:
             return True, "key allowed by local policy"
+        if person is not None and person in self.deny_persons:
+            return False, "person denied by local policy"
+        if person is not None and person in self.allow_persons:
+            return True, "person allowed by local policy"
+        if not self.org_admitted(org) and org_persons & self.allow_persons:
+            return True, "organisation admitted for its allowed persons"
         if org in self.deny_orgs:
             return False, "organisation denied by local policy"
         if org in self.allow_orgs:
@@ -115,6 +153,8 @@ class PeerDecision:
 @dataclass
 class _Room:
     orgs: frozenset[bytes]
+    members: tuple[tuple[bytes, bytes], ...] = ()
+    """(device, org) of the view's members, kept to recount when rules change."""
     relays: set[bytes] = field(default_factory=set)
     expected: frozenset[bytes] = frozenset()
     """Organisations an invitation says take part (:meth:`GovernancePolicy.expect_room`),
@@ -147,6 +187,9 @@ class GovernancePolicy:
         self.local = local or LocalPolicy()
         self._clock = clock
         self._rooms: dict[bytes, _Room] = {}
+        self._persons: dict[bytes, bytes] = {}
+        """device -> person (from :meth:`update_persons`)."""
+        self._org_persons: dict[bytes, frozenset[bytes]] = {}
         self._listeners: list[Callable[[], None]] = []
         self.version = 0
         """Counts changes that can narrow or widen access (see :meth:`notify_changed`)."""
@@ -179,17 +222,52 @@ class GovernancePolicy:
         A provisional entry from :meth:`expect_room` is kept (added to the view's
         organisations) until the view names every expected organisation: a view
         resolved from the first replicated entries may not show the invitee yet."""
-        seen = frozenset(m.org for m in view.members.values())
         room = self._rooms.get(view.topic)
         if room is None:
             room = self._rooms[view.topic] = _Room(frozenset())
         room.viewed = True
-        if room.expected <= seen:
+        room.members = tuple((m.device, m.org) for m in view.members.values())
+        if self._recount(room):
+            self.notify_changed()
+
+    def _recount(self, room: _Room) -> bool:
+        """Recompute ``room.orgs`` from its members and the rules; True if changed."""
+        if not room.viewed:
+            return False
+        seen = frozenset(org for device, org in room.members
+                         if self.local.member_counts(org, self._persons.get(device)))
+        if room.expected <= frozenset(org for _, org in room.members):
             room.expected = frozenset()
         orgs = seen | room.expected
         if room.orgs == orgs:
-            return
+            return False
         room.orgs = orgs
+        return True
+
+    def update_persons(self, orgs: Mapping[bytes, OrgState]) -> None:
+        """Learn which person each certified device belongs to (version-2
+        certificates), for the per-person rules. The daemon calls it with the
+        organisations' control-topic states whenever it re-resolves rooms."""
+        persons = {key: device.person for state in orgs.values()
+                   for key, device in state.devices.items() if device.person is not None}
+        if persons == self._persons:
+            return
+        self._persons = persons
+        by_org: dict[bytes, set[bytes]] = {}
+        for state in orgs.values():
+            for device in state.devices.values():
+                if device.person is not None:
+                    by_org.setdefault(state.root, set()).add(device.person)
+        self._org_persons = {org: frozenset(p) for org, p in by_org.items()}
+        for room in self._rooms.values():
+            self._recount(room)
+        self.notify_changed()
+
+    def set_local(self, local: LocalPolicy) -> None:
+        """Replace the local rules (recounting every room) and notify listeners."""
+        self.local = local
+        for room in self._rooms.values():
+            self._recount(room)
         self.notify_changed()
 
     def expect_room(self, topic: bytes, orgs: Iterable[bytes]) -> None:
@@ -237,7 +315,9 @@ class GovernancePolicy:
         found = self.federation.lookup(peer_id, self._clock())
         if not found.allowed or found.org is None:
             return PeerDecision(False, found.status, None, found.reason)
-        ok, why = self.local.decide(peer_id, found.org.org_id)
+        org = found.org.org_id
+        ok, why = self.local.decide(peer_id, org, self._persons.get(peer_id),
+                                    self._org_persons.get(org, frozenset()))
         return PeerDecision(ok, found.status, found.org.org_id, why)
 
     def allow_peer(self, peer_id: bytes) -> bool:
