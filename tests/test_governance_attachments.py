@@ -164,9 +164,12 @@ def test_retention_forgets_epoch_keys_no_stored_message_needs(tmp_path: Path) ->
         run = run_retention(cfg, store, c.world.now_ms, identity=c.bob, orgs=orgs,
                             audit=audit, keyring=keyring)
         [rec] = audit.query(kinds=[AuditKind.KEY_ROTATED])
-    assert run.keys_forgotten == 1 and rec.details == {"forgotten": 1, "reason": "retention"}
+    assert run.keys_forgotten == 1
+    assert rec.details == {"forgotten": 1, "epoch_payloads": 1, "reason": "retention"}
     assert keyring.is_forgotten(first) and keyring.get(first) is None
-    assert keyring.get(current) is not None  # the current epoch stays usable
+    # the secret sealed to this node in the room log goes too; the current one stays
+    assert store.get_payload(first) is PayloadState.ERASED
+    assert keyring.get(current) is not None and isinstance(store.get_payload(current), bytes)
     again = run_retention(cfg, store, c.world.now_ms, identity=c.bob, orgs=orgs, audit=None,
                           keyring=keyring)
     assert again.keys_forgotten == 0

@@ -19,11 +19,13 @@ from p2pmsg.governance.erasure import (
     ShredScope,
     decode_tombstone,
     erase_person,
+    shred_epoch_payloads,
     verify_tombstone,
 )
 from p2pmsg.governance.retention import iter_entries
 from p2pmsg.identity import Identity
 from p2pmsg.messaging import RoomState, decrypt_messages
+from p2pmsg.messaging.room import RoomView, resolve_room
 from p2pmsg.messaging.timeline import open_epoch_keys
 from p2pmsg.store.base import PayloadState
 from p2pmsg.store.memory import MemoryStore
@@ -147,3 +149,41 @@ def _objects_of(blobs: BlobStore, root: bytes) -> list[bytes]:
     manifest = blobs.get_manifest(root)
     assert manifest is not None
     return [*manifest.metadata_objects(), *manifest.chunk_hashes]
+
+
+def test_shredded_epochs_are_erased_from_the_room_log_too(tmp_path: Path) -> None:
+    """Forgetting a key is not enough on a member node: the epoch secret is also
+    sealed to the node in the EPOCH_KEYS payload. shred_epoch_payloads erases it
+    (not the room's current epoch); the room still resolves without that epoch."""
+    c, ids, secrets = scenario()
+    e3 = c.rekey(c.bob).id  # e2 is no longer the current epoch
+    db = tmp_path / "store.db"
+    with SqliteStore(db) as store:
+        c.load(store)
+        sealed_e2 = store.get_payload(ids["e2"])
+        assert isinstance(sealed_e2, bytes) and sealed_e2[-60:] in on_disk(db)
+        stone = erase_person(store, [c.alice.public_key], NODE, "r", 1, 2, secrets=secrets)
+        assert stone.shredded == (ids["e2"],)
+        view = resolve(store, c)
+        # only epochs sealed to this node's device key (bob's device here) are erased
+        assert shred_epoch_payloads(store, [view], stone.shredded, NODE.public_key) == []
+        bob = c.bob.public_key
+        assert shred_epoch_payloads(store, [view], stone.shredded, bob) == [ids["e2"]]
+        assert shred_epoch_payloads(store, [view], stone.shredded, bob) == []  # idempotent
+        assert store.get_payload(ids["e2"]) is PayloadState.ERASED
+        assert sealed_e2[-60:] not in on_disk(db)
+        after = resolve(store, c)
+        assert [e.id for e in after.epochs] == [ids["e1"], e3]
+        assert set(after.members) == set(view.members)
+        assert ids["e2"] not in open_epoch_keys(after, c.bob)
+        # the current epoch is never erased, even if asked
+        assert shred_epoch_payloads(store, [after], [e3], bob) == []
+        assert isinstance(store.get_payload(e3), bytes)
+
+
+def resolve(store: SqliteStore, c: Clinic) -> RoomView:
+    items = []
+    for entry in iter_entries(store, [c.topic]):
+        payload = store.get_payload(entry.id)
+        items.append((entry, payload if isinstance(payload, bytes) else None))
+    return resolve_room(c.topic, items, c.world.org_states())

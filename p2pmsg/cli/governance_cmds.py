@@ -26,6 +26,7 @@ from typing import Any
 
 from ..blobs import BlobStore
 from ..certs import PERSON_ID_SIZE
+from ..daemon.api import daemon_keyring
 from ..daemon.config import ConfigError, DaemonConfig, parse_key_hex
 from ..daemon.governance import (
     GovernanceConfig,
@@ -39,7 +40,7 @@ from ..daemon.state import writer_lock
 from ..errors import P2PMsgError, StoreError
 from ..governance.audit import AuditKind, AuditLog
 from ..governance.breach import device_exposure
-from ..governance.erasure import erase_person
+from ..governance.erasure import erase_person, shred_epoch_payloads
 from ..governance.export import export_person, export_room, verify_bundle, write_bundle
 from ..governance.federation import (
     DEFAULT_MAX_AGE_MS,
@@ -296,13 +297,18 @@ def cmd_erase(config: DaemonConfig, args: argparse.Namespace) -> int:
         # Crypto-shredding: forget the epochs only the erased content needed in the
         # daemon's keyring (data_dir/keyring.db), if this node has one; the keys it
         # still holds first let the attachments of the erased messages be found.
-        secrets = _existing_keyring(config, identity)
+        secrets = daemon_keyring(config, identity)  # created if missing: shredding sticks
         blobs = stack.enter_context(_open_blobs(config))
-        keys: dict[bytes, bytes] = {}
-        if blobs is not None:
-            keys = epoch_keys(room_views(store, _orgs(config, store)), identity, secrets)
+        views = room_views(store, _orgs(config, store))
+        keys = epoch_keys(views, identity, secrets) if blobs is not None else {}
         stone = erase_person(store, devices, identity, args.request, now, now,
                              secrets=secrets, audit=audit, blobs=blobs, keys=keys)
+        # the shredded epochs' secrets are also sealed to this node in the room log
+        shredded = shred_epoch_payloads(store, views, stone.shredded, identity.public_key)
+        if shredded:
+            audit.append(AuditKind.KEY_ROTATED, now, forgotten=len(stone.shredded),
+                         epoch_payloads=len(shredded), reason="erasure",
+                         tombstone=stone.digest().hex())
     if args.out:
         Path(args.out).write_bytes(stone.to_bytes())
     print(json.dumps({

@@ -56,6 +56,7 @@ from ..certs import PERSON_ID_SIZE
 from ..errors import DecodeError, P2PMsgError, Reason
 from ..governance.attachments import BlobExpiry, expire_blobs
 from ..governance.audit import AuditKind, AuditLog
+from ..governance.erasure import shred_epoch_payloads
 from ..governance.federation import (
     FederationError,
     FederationList,
@@ -74,6 +75,7 @@ from ..governance.retention import (
     plan_purge,
     run_purge,
 )
+from ..hlc import physical_ms
 from ..identity import Identity, short_id
 from ..messaging.crypto import epoch_key, open_secret
 from ..messaging.errors import DecryptionError
@@ -326,18 +328,25 @@ def epoch_keys(views: Iterable[RoomView], identity: Identity,
     return keys
 
 
-def unneeded_epochs(store: Store, views: Iterable[RoomView]) -> list[bytes]:
-    """Epochs no stored message payload uses any more and that are not their room's
-    current epoch: after a purge, their keys only widen what a stolen key file or
-    device could open, so retention forgets them (crypto-shredding)."""
+def unneeded_epochs(store: Store, views: Iterable[RoomView], retention: RetentionConfig,
+                    now_ms: int) -> list[bytes]:
+    """Epochs past their room's retention limit that no stored message payload uses
+    any more and that are not their room's current epoch (rooms under legal hold
+    are skipped): after a purge their keys only widen what a stolen key file or
+    device could open, so retention shreds them. The age test keeps an epoch a
+    late message may still arrive in."""
     out: list[bytes] = []
     for view in views:
         current = view.current_epoch
+        limit = retention.limit_for(view.topic, None)
+        if limit is None or view.topic in retention.legal_holds:
+            continue
         used = {a.payload.epoch for a in view.applied
                 if isinstance(a.payload, Sealed)
                 and isinstance(store.get_payload(a.entry.id), bytes)}
         out += [e.id for e in view.epochs
-                if e.id not in used and (current is None or e.id != current.id)]
+                if e.id not in used and (current is None or e.id != current.id)
+                and physical_ms(e.timestamp) < now_ms - limit]
     return out
 
 
@@ -371,11 +380,13 @@ def run_retention(
                      blobs=blobs, keys=keys)
     forgotten: list[bytes] = []
     if keyring is not None and plan.erase:
-        forgotten = keyring.forget(
-            e for e in unneeded_epochs(store, views) if not keyring.is_forgotten(e))
+        forgotten = [e for e in unneeded_epochs(store, views, config.retention, now_ms)
+                     if not keyring.is_forgotten(e)]
+        keyring.forget(forgotten)
+        shredded = shred_epoch_payloads(store, views, forgotten, identity.public_key)
         if forgotten and audit is not None:
             audit.append(AuditKind.KEY_ROTATED, now_ms, forgotten=len(forgotten),
-                         reason="retention")
+                         epoch_payloads=len(shredded), reason="retention")
     expired = (expire_blobs(blobs, config.retention, now_ms, audit=audit)
                if blobs is not None else BlobExpiry((), 0, 0))
     pruned = 0

@@ -22,6 +22,15 @@ person -> devices from its directory; p2pmsg never stores names of persons).
    messages of those epochs become unreadable *here*). Copies of the ciphertext
    elsewhere (backups, relays) are unreadable without a key this node no longer
    has — but devices that received the secret keep it: shredding is local.
+   Forgetting a key in the keyring is not enough on a member node: the epoch
+   secret is also in the room log, sealed to this node's device key inside the
+   EPOCH_KEYS payload, so the device key and the store could re-derive it.
+   :func:`shred_epoch_payloads` therefore also erases the EPOCH_KEYS payloads of
+   shredded epochs (secure delete, like any erased payload; never re-fetched from
+   peers) — except a room's *current* epoch, which the room still needs for new
+   messages (the keyring forgets it; the next rekey replaces it). The room still
+   resolves: an epoch entry without payload is kept in the order with no effect,
+   so the shredded epoch simply disappears from this node's view of the room.
 3. **tombstone** — a :class:`Tombstone` (what: erased entry ids and shredded epoch
    ids; who: the requester reference and the subject devices; when) signed by the
    node key in :attr:`~p2pmsg.identity.Domain.TOMBSTONE`; verify with
@@ -50,6 +59,7 @@ from ..blobs import BlobStore
 from ..errors import DecodeError, Reason, ValidationError
 from ..identity import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, Domain, Identity, verify
 from ..messaging.payloads import Sealed, decode_room_payload
+from ..messaging.room import RoomView
 from ..store.base import Store
 from .audit import AuditKind, AuditLog
 from .retention import PayloadClass, classify_payload, delete_attachment, iter_entries
@@ -61,6 +71,7 @@ __all__ = [
     "Tombstone",
     "decode_tombstone",
     "erase_person",
+    "shred_epoch_payloads",
     "verify_tombstone",
 ]
 
@@ -83,7 +94,10 @@ class EpochSecretStore(Protocol):
         ...
 
     def forget(self, epoch_ids: Iterable[bytes]) -> list[bytes]:
-        """Destroy these epochs' secrets; the ids actually held (and now gone), sorted."""
+        """Destroy these epochs' secrets and refuse them from now on (held or not —
+        a durable keyring remembers the ids, so they are never re-opened from the
+        room log); returns the ids that were held, sorted. The tombstone lists every
+        id passed (:func:`erase_person`)."""
         ...
 
 
@@ -231,7 +245,10 @@ def erase_person(  # noqa: PLR0917 - all required, distinct roles
         elif epoch is not None:
             still_needed.add(epoch)
     to_shred = used_epochs if shred is ShredScope.ALL else used_epochs - still_needed
-    shredded = secrets.forget(to_shred) if secrets is not None else []
+    shredded: list[bytes] = []
+    if secrets is not None:  # every such epoch is refused from now on, held or not
+        secrets.forget(to_shred)
+        shredded = sorted(to_shred)
     unsigned = Tombstone(node.public_key, request_ref, requested_ms, now_ms, subject,
                          tuple(sorted(erased)), tuple(sorted(shredded)))
     stone = Tombstone(unsigned.node, request_ref, requested_ms, now_ms, subject,
@@ -244,3 +261,26 @@ def erase_person(  # noqa: PLR0917 - all required, distinct roles
                      kept_epochs=len(used_epochs - set(shredded)),
                      tombstone=stone.digest().hex())
     return stone
+
+
+def shred_epoch_payloads(store: Store, views: Iterable[RoomView],
+                         epoch_ids: Iterable[bytes], device: bytes) -> list[bytes]:
+    """Erase the EPOCH_KEYS payloads (the sealed epoch secrets) of ``epoch_ids`` in
+    the rooms of ``views`` that are sealed to ``device`` (this node's key), except
+    each room's current epoch; returns the epoch ids whose payload this call
+    erased. Call it with the epochs a keyring has just forgotten
+    (:func:`erase_person`'s ``Tombstone.shredded``, retention's unneeded epochs) so
+    the secret cannot be re-derived from the log either. Epochs not sealed to
+    ``device`` are left alone: this node cannot open them anyway, and members
+    syncing from it (a relay) may still need them."""
+    wanted = set(epoch_ids)
+    erased: list[bytes] = []
+    for view in views:
+        current = view.current_epoch
+        for epoch in view.epochs:
+            if (epoch.id in wanted and device in epoch.recipients
+                    and (current is None or epoch.id != current.id)
+                    and isinstance(store.get_payload(epoch.id), bytes)
+                    and store.erase_payload(epoch.id)):
+                erased.append(epoch.id)
+    return erased

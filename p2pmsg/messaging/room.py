@@ -25,7 +25,10 @@ organisations' :class:`~p2pmsg.messaging.org.OrgState`):
    wins, the second is no longer admin when its op is applied — on every node.
 3. Entries whose payload is not available (not fetched yet, or erased) keep their
    place in the order and are applied with ``payload=None`` (no effect). Membership
-   and epoch payloads must therefore never be purged (a governance rule).
+   payloads must therefore never be purged (a governance rule); an *old* epoch's
+   payload may be erased on purpose (crypto-shredding,
+   :func:`p2pmsg.governance.erasure.shred_epoch_payloads`): that epoch then drops
+   out of this node's view, which is the point.
 
 **Members are principals.** Payloads name device keys, but a device whose
 organisation certifies it for a person (:meth:`OrgState.person_of`) makes that
