@@ -9,7 +9,6 @@ import pytest
 from governance_helpers import Clinic
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_governance_retention import _attach as attach
 
 from p2pmsg.blobs import BlobStore
 from p2pmsg.errors import DecodeError, ValidationError
@@ -128,8 +127,8 @@ def test_tombstone_decoder_raises_only_decode_error(data: bytes) -> None:
 def test_erasure_deletes_the_persons_readable_attachment_blobs(tmp_path: Path) -> None:
     c = Clinic()
     with BlobStore(tmp_path / "blobs", durable=False) as blobs:
-        _, alice_root = attach(c, c.alice, blobs, b"ALICE-XRAY " * 400)
-        _, bob_root = attach(c, c.bob, blobs, b"BOB-LAB " * 200)
+        _, alice_root = c.attach(c.alice, blobs, b"ALICE-XRAY " * 400)
+        _, bob_root = c.attach(c.bob, blobs, b"BOB-LAB " * 200)
         alice_files = {h.hex() for h in _objects_of(blobs, alice_root)}
         assert alice_files <= {p.name for p in (blobs.path / "objects").glob("*/*")}
         store = MemoryStore()

@@ -11,7 +11,6 @@ from typing import Any
 from governance_helpers import Clinic
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_governance_retention import _attach as attach
 
 from p2pmsg.blobs import BlobStore
 from p2pmsg.governance.audit import AuditKind, AuditLog
@@ -144,7 +143,7 @@ def test_export_includes_attachments_and_verification_catches_tampering(
     c = Clinic()
     data = b"%PDF-1.7 Befund " * 300
     with BlobStore(tmp_path / "blobs", durable=False) as blobs:
-        msg, root = attach(c, c.alice, blobs, data)
+        msg, root = c.attach(c.alice, blobs, data)
         store = MemoryStore()
         c.load(store)
         view = c.world.room(c.topic).view

@@ -12,7 +12,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from p2pmsg.blobs import BlobStore
-from p2pmsg.blobs.format import describe
 from p2pmsg.entry import Entry
 from p2pmsg.governance.audit import AuditKind, AuditLog
 from p2pmsg.governance.retention import (
@@ -28,9 +27,6 @@ from p2pmsg.governance.retention import (
     run_purge,
 )
 from p2pmsg.identity import Identity
-from p2pmsg.messaging.compose import compose_message
-from p2pmsg.messaging.content import Attachment
-from p2pmsg.messaging.kinds import Kind
 from p2pmsg.messaging.payloads import MemberLeave, encode_room_payload
 from p2pmsg.messaging.timeline import open_epoch_keys
 from p2pmsg.store.base import PayloadState
@@ -124,18 +120,6 @@ def test_purge_on_store_keeps_headers_structure_and_verifying_logs() -> None:
     assert isinstance(store2.get_payload(old.id), bytes)
 
 
-def _attach(c: Clinic, who: Identity, blobs: BlobStore, data: bytes) -> tuple[Entry, bytes]:
-    """Import ``data`` into ``blobs`` for the clinic's room and send it as a document."""
-    manifest, key = blobs.import_file(io.BytesIO(data), len(data), org=c.a.id, room=c.topic,
-                                      chunk_size=1024)
-    w = c.world
-    w.tick()
-    content = Attachment(Kind.DOCUMENT, describe(manifest, key, "application/pdf", "scan.pdf"))
-    entry = w.append(who, c.topic, compose_message(
-        w.room(c.topic), who, content, seq=w.next_seq(who, c.topic), now_ms=w.now_ms))
-    return entry, manifest.root_hash
-
-
 def _object_files(blobs: BlobStore) -> list[Path]:
     return sorted(p for p in (blobs.path / "objects").glob("*/*") if p.is_file())
 
@@ -143,10 +127,10 @@ def _object_files(blobs: BlobStore) -> list[Path]:
 def test_purge_deletes_attachment_blobs_it_can_read(tmp_path: Path) -> None:
     c = Clinic()
     with BlobStore(tmp_path / "blobs", durable=False) as blobs:
-        old, old_root = _attach(c, c.alice, blobs, b"OLD-SCAN " * 500)
+        old, old_root = c.attach(c.alice, blobs, b"OLD-SCAN " * 500)
         c.world.tick(10 * DAY_MS)
         c.rekey(c.alice)
-        fresh, fresh_root = _attach(c, c.bob, blobs, b"NEW-SCAN " * 300)
+        fresh, fresh_root = c.attach(c.bob, blobs, b"NEW-SCAN " * 300)
         store = MemoryStore()
         c.load(store)
         keys = open_epoch_keys(c.world.room(c.topic).view, c.bob)
@@ -176,7 +160,7 @@ def test_purge_deletes_attachment_blobs_it_can_read(tmp_path: Path) -> None:
 def test_purge_never_deletes_another_rooms_blob(tmp_path: Path) -> None:
     c = Clinic()
     with BlobStore(tmp_path / "blobs", durable=False) as blobs:
-        _, root = _attach(c, c.alice, blobs, b"x" * 100)
+        _, root = c.attach(c.alice, blobs, b"x" * 100)
         # re-register the blob under another room: the message no longer owns it
         manifest = blobs.get_manifest(root) or _no()
         blobs.delete_blob(root)
