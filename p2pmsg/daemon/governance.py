@@ -20,10 +20,11 @@ Theory of operation
 :meth:`Governance.run` then loops every ``reload_interval`` seconds: reloads the
 list file when its mtime changed (SIGHUP forces it: :meth:`Governance.reload`),
 logs and audits the change, re-resolves the rooms in the store to feed
-``update_room`` (membership changes close sessions that lost access through
-:meth:`p2pmsg.node.Node.revalidate_sessions`), and logs one ``federation_stale``
-line at ERROR when the list stops being fresh (every peer is refused until a newer
-list is installed). Every ``purge_interval`` seconds it runs
+``update_room`` and to audit every membership, epoch-key and device-revocation
+change once (:mod:`p2pmsg.governance.changes`) (membership changes close sessions
+that lost access through :meth:`p2pmsg.node.Node.revalidate_sessions`), and logs
+one ``federation_stale`` line at ERROR when the list stops being fresh (every peer
+is refused until a newer list is installed). Every ``purge_interval`` seconds it runs
 :func:`~p2pmsg.governance.run_purge` with the retention settings.
 
 A retention run (:func:`run_retention`, shared with ``p2pmsg retention purge``) is
@@ -56,6 +57,7 @@ from ..certs import PERSON_ID_SIZE
 from ..errors import DecodeError, P2PMsgError, Reason
 from ..governance.attachments import BlobExpiry, expire_blobs
 from ..governance.audit import AuditKind, AuditLog
+from ..governance.changes import prune_cutoff, record_changes, recorded_refs
 from ..governance.erasure import shred_epoch_payloads
 from ..governance.federation import (
     FederationError,
@@ -417,6 +419,8 @@ class Governance:
         self.policy = GovernancePolicy(self.registry, wall_clock, config.local)
         self._mtime: int | None = None
         self._stale_logged = False
+        self._recorded = recorded_refs(self.audit)
+        """Refs of the membership/key/device changes already in the audit log."""
         self.reload(force=True)
         self.refresh_rooms()
 
@@ -485,6 +489,10 @@ class Governance:
         views = room_views(self.store, orgs)
         for view in views:
             self.policy.update_room(view)
+        written = record_changes(self.audit, views, orgs, self.clock(), self._recorded,
+                                 since_ms=prune_cutoff(self.audit))
+        if written:
+            event("changes_audited", records=written)
         self.enforce_redactions(views)
         return len(views)
 
