@@ -8,6 +8,8 @@ log core), :mod:`~p2pmsg.store` (storage). See docs/architecture.md.
 from .certs import DeviceCertificate as DeviceCertificate
 from .certs import Role as Role
 from .certs import issue_certificate as issue_certificate
+from .certs import person_id as person_id
+from .certs import random_person_id as random_person_id
 from .certs import verify_certificate as verify_certificate
 from .entry import Entry as Entry
 from .entry import Header as Header
@@ -78,6 +80,8 @@ __all__ = [
     "load_identity",
     "open_messenger",
     "open_node",
+    "person_id",
+    "random_person_id",
     "save_identity",
     "serve_node",
     "verify_certificate",

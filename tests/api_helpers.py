@@ -4,7 +4,9 @@ Used by tests/test_api*.py and tests/test_ward_chat_browser.py. The nodes talk o
 the memory transport; each device's API listens on 127.0.0.1 with a random port.
 ``clinic`` (org "Klinikum", device A, room admin) and ``lab`` (org "Labor", device
 B) share one planned room (replicated from the start); org "Labor" also certifies a
-second device B2 that has no node (so it can be added to rooms). Each node has a
+second device B2 that has no node (so it can be added to rooms). Device A belongs to
+a person whom "Klinikum" also certifies a device A2 for (no node either; a member
+of A's rooms through the person, the other end of a history share). Each node has a
 throwaway blob store (attachments); uploads are buffered in ``Pair.uploads``.
 """
 
@@ -22,6 +24,7 @@ import trio
 from p2pmsg import Identity, MemoryStore, NodeConfig, Role, issue_certificate, open_node
 from p2pmsg.api import ApiConfig, ApiServer, serve_api
 from p2pmsg.blobs import BlobStore
+from p2pmsg.certs import random_person_id
 from p2pmsg.messaging import MemberSpec
 from p2pmsg.messenger import Messenger, messenger_topics, open_messenger, org_control_items
 from p2pmsg.messenger import plan_room as plan
@@ -56,6 +59,8 @@ class Pair:
     """A lab device certified by its org but without a node."""
     uploads: Path
     """Both APIs' ``upload_dir`` (temporary upload files; empty between requests)."""
+    a2: bytes
+    """Another clinic device of A's person, without a node."""
 
 
 @asynccontextmanager
@@ -64,6 +69,8 @@ async def device_pair(static_dir: Path | None = None) -> AsyncIterator[Pair]:
     has received it when this yields."""
     clinic, lab = Identity.generate(), Identity.generate()
     a_id, b_id, b2_id = Identity.generate(), Identity.generate(), Identity.generate()
+    a2_id = Identity.generate()
+    a_person = random_person_id()
     t0 = int(time.time() * 1000) - 60_000
     room = plan(a_id, clinic.public_key, [MemberSpec(b_id.public_key, lab.public_key)],
                 created_ms=t0)
@@ -72,10 +79,10 @@ async def device_pair(static_dir: Path | None = None) -> AsyncIterator[Pair]:
     blob_dir = tempfile.TemporaryDirectory(prefix="p2pmsg-api-blobs-")
 
     def config(me: Identity, root: Identity, name: str, extra: list[Identity],
-               peers: list[PeerHint]) -> NodeConfig:
+               peers: list[PeerHint], person: bytes | None = None) -> NodeConfig:
         store = MemoryStore()
         certs = [issue_certificate(root, d.public_key, Role.ADMIN if d is me else Role.MEMBER,
-                                   f"{name}-{i}", 0, 2**50)
+                                   f"{name}-{i}", 0, 2**50, person=person)
                  for i, d in enumerate([me, *extra])]
         items = org_control_items(root, certs, start_ms=t0)
         store.append([e for e, _ in items], {e.id: p for e, p in items})
@@ -89,7 +96,8 @@ async def device_pair(static_dir: Path | None = None) -> AsyncIterator[Pair]:
     api_config = ApiConfig(port=0, static_dir=static_dir, keepalive=1.0, max_upload=1 << 20,
                            upload_dir=uploads)
     with blob_dir, ExitStack() as closing:
-        a_config = config(a_id, clinic, "a", [], [PeerHint(b_id.public_key, "memory://b")])
+        a_config = config(a_id, clinic, "a", [a2_id], [PeerHint(b_id.public_key, "memory://b")],
+                          a_person)
         b_config = config(b_id, lab, "b", [b2_id], [])
         for c in (a_config, b_config):
             assert c.blob_store is not None
@@ -110,5 +118,5 @@ async def device_pair(static_dir: Path | None = None) -> AsyncIterator[Pair]:
             b_api: ApiServer = await nursery.start(serve_api, bm, api_config)
             yield Pair(Device("a", a_id, clinic, am, a_api),
                        Device("b", b_id, lab, bm, b_api), room.topic, b2_id.public_key,
-                       uploads)
+                       uploads, a2_id.public_key)
             nursery.cancel_scope.cancel()

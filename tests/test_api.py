@@ -121,6 +121,8 @@ async def test_bad_requests_get_4xx_with_a_clear_message() -> None:
             ("GET", msgs + "?limit=abc", {}, 400, "limit"),
             ("GET", msgs + "?before=xyz", {}, 400, "before"),
             ("GET", msgs + f"?before={'ab' * 32}", {}, 400, "before: not a message"),
+            ("POST", msgs, {"json": {"kind": "read", "up_to": "ab" * 32}}, 400,
+             "up_to: not a message"),
             ("GET", "/v1/rooms/not-hex/messages", {}, 400, "room: expected 64 hex"),
             ("GET", "/v1/rooms/" + "ab" * 33, {}, 400, "room: expected 64 hex"),
             ("POST", "/v1/rooms", {"json": {"members": [{"device": "ab" * 32}] * 2}}, 400,
@@ -481,3 +483,100 @@ async def test_unix_socket_listener_needs_the_token_too(tmp_path: Path) -> None:
             assert r.status_code == 200
             assert r.json()["device"] == p.a.identity.public_key.hex()
         nursery.cancel_scope.cancel()
+
+
+async def test_history_share_through_the_api_and_the_cli() -> None:
+    """A's person gets a third device (a3) after the room's epochs were written:
+    POST /v1/rooms/{room}/history-shares (and ``p2pmsg rooms share-history``, the
+    CLI's client of it) hands it the room's epoch keys; only A's person may get them."""
+    from urllib.parse import urlsplit
+
+    from p2pmsg import Identity, Role, issue_certificate
+    from p2pmsg.cli.api_client import ApiClient, ApiRequestError
+    from p2pmsg.cli.room_cmds import share_history
+    from p2pmsg.messenger.history import open_history_share
+
+    async with device_pair() as p, client(p.a) as a:
+        m = p.a.messenger
+        assert m.person is not None
+        a3 = Identity.generate()
+        await m.publish_certificate(issue_certificate(
+            p.a.org, a3.public_key, Role.MEMBER, "a3", 0, 2**50, person=m.person))
+        assert a3.public_key in m.my_devices()
+        url = f"/v1/rooms/{p.room.hex()}/history-shares"
+        r = await a.post(url, json={"device": a3.public_key.hex()})
+        assert r.status_code == 201, r.text
+        entry = m.node.store.get_entry(bytes.fromhex(r.json()["id"]))
+        assert entry is not None
+        payload = m.node.payload(entry)
+        assert payload is not None
+        opened = open_history_share(a3, payload)
+        assert opened is not None and opened[0] == p.room
+        epochs = {e.id for e in m._room_state(p.room).view.epochs}
+        assert set(opened[1]) == epochs and epochs  # every epoch A holds
+        # a2 was a recipient of every epoch already: invited only
+        r = await a.post(url, json={"device": p.a2.hex()})
+        assert (r.status_code, r.json()) == (201, {"id": None})
+        # B is in the room but is not A's person; bad bodies are 400
+        for body, status in (({"device": p.b.identity.public_key.hex()}, 404),
+                             ({"device": "zz"}, 400), ({}, 400)):
+            r = await a.post(url, json=body)
+            assert r.status_code == status, (body, r.text)
+        r = await a.post(f"/v1/rooms/{'cd' * 32}/history-shares",
+                         json={"device": a3.public_key.hex()})
+        assert r.status_code == 404 and r.json()["error"] == "unknown room"
+
+        # the CLI command, against the same API (room by its local name)
+        where = urlsplit(p.a.url)
+        assert where.hostname is not None and where.port is not None
+        api = ApiClient(where.hostname, where.port, p.a.api.token)
+        line = await trio.to_thread.run_sync(share_history, api, "Station 3",
+                                             a3.public_key.hex().upper())
+        assert line.startswith(f"shared the history of room {p.room.hex()} with "
+                               f"{a3.public_key.hex()} (entry ")
+        line = await trio.to_thread.run_sync(share_history, api, p.room.hex(), p.a2.hex())
+        assert line.startswith(f"invited {p.a2.hex()}") and "nothing to share" in line
+        with pytest.raises(ApiRequestError) as refused:
+            await trio.to_thread.run_sync(share_history, api, p.room.hex(),
+                                          p.b.identity.public_key.hex())
+        assert refused.value.status == 404 and "same" not in str(refused.value) \
+            and "person" in str(refused.value)
+        with pytest.raises(ApiRequestError) as bad:
+            share_history(api, p.room.hex(), "xyz")  # refused before any request
+        assert bad.value.status == 400
+
+
+def test_share_history_command_is_wired() -> None:
+    from p2pmsg.cli.main import build_parser
+    from p2pmsg.cli.room_cmds import cmd_rooms_share_history
+
+    args = build_parser().parse_args(["rooms", "share-history", "Station 3", "ab" * 32])
+    assert args.handler is cmd_rooms_share_history
+    assert (args.room, args.device) == ("Station 3", "ab" * 32)
+
+
+async def test_handlers_look_messages_up_by_id_not_by_scanning() -> None:
+    """Targets, receipts, pages and attachments are found through the timeline's
+    ``by_id`` index: the handlers work with ``Messenger.messages`` unavailable."""
+    async with device_pair() as p, client(p.a) as a:
+        msgs = f"/v1/rooms/{p.room.hex()}/messages"
+
+        def no_scan(room: object) -> None:
+            raise AssertionError("an API handler scanned Messenger.messages")
+
+        p.a.messenger.messages = no_scan  # type: ignore[method-assign]
+        first = (await a.post(msgs, json={"kind": "text", "text": "eins"})).json()["id"]
+        for body in ({"kind": "reply", "target": first, "text": "zwei"},
+                     {"kind": "react", "target": first, "key": "ok"},
+                     {"kind": "read", "up_to": first}):
+            r = await a.post(msgs, json=body)
+            assert r.status_code == 201, r.text
+        page = (await a.get(msgs, params={"limit": 1})).json()
+        older = (await a.get(msgs, params={"limit": 5, "before": page["messages"][0]["id"]}
+                             )).json()
+        assert [m["id"] for m in older["messages"]] == [first]
+        up = await a.post(f"/v1/rooms/{p.room.hex()}/attachments", content=b"Befund",
+                          params={"kind": "document", "mime": "text/plain"})
+        assert up.status_code == 201, up.text
+        got = await a.get(f"{msgs}/{up.json()['id']}/attachment")
+        assert (got.status_code, got.content) == (200, b"Befund")

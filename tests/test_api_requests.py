@@ -21,8 +21,10 @@ from p2pmsg.api.requests import (
     parse_create_room,
     parse_event_id,
     parse_hex,
+    parse_history_share,
     parse_limit,
     parse_member,
+    parse_relay,
     parse_revoke,
     parse_send,
     parse_upload,
@@ -31,7 +33,8 @@ from p2pmsg.api.requests import (
 from p2pmsg.messaging import FhirCommunication, Kind, Reaction, Reply, RoomKind, RoomRole, Text
 
 HEX = "ab" * 32
-PARSERS = [parse_send, parse_create_room, parse_member, parse_revoke]
+PARSERS = [parse_send, parse_create_room, parse_member, parse_revoke, parse_history_share,
+           parse_relay]
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
@@ -39,12 +42,16 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=5) | st.dictionaries(
         st.sampled_from(["kind", "text", "target", "key", "reason", "up_to", "resource",
                          "fallback_text", "profile", "members", "device", "org", "role",
+                         "node",
                          "name", "resourceType", "x"]) | st.text(max_size=8),
         inner, max_size=6),
     max_leaves=20)
 
 
 def test_valid_requests_become_messaging_types() -> None:
+    assert parse_history_share({"device": HEX.upper()}) == bytes.fromhex(HEX)
+    assert parse_relay({"node": HEX, "org": "cd" * 32}) == (bytes.fromhex(HEX),
+                                                            bytes.fromhex("cd" * 32))
     assert parse_send({"kind": "text", "text": "hi"}) == Text("hi")
     assert parse_send({"kind": "reply", "target": HEX, "text": "ok"}) == \
         Reply(bytes.fromhex(HEX), "ok")

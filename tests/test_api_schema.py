@@ -23,6 +23,7 @@ from starlette.routing import Route
 
 from p2pmsg.api import openapi_document
 from p2pmsg.api.app import build_app
+from p2pmsg.identity import Identity
 
 DOC_PATH = Path(__file__).resolve().parent.parent / "docs" / "openapi.json"
 DOC: dict[str, Any] = json.loads(DOC_PATH.read_text(encoding="utf-8"))
@@ -94,6 +95,8 @@ async def _download(c: httpx.AsyncClient, p: Pair) -> httpx.Response:
     return await c.get(f"/v1/rooms/{p.room.hex()}/messages/{r.json()['id']}/attachment")
 
 
+RELAY_NODE, RELAY_ORG = Identity.from_seed(b"\x5e" * 32).public_key, b"\x5f" * 32
+
 HAPPY: dict[tuple[str, str], Call] = {
     ("/v1/status", "get"): lambda c, p: c.get("/v1/status"),
     ("/v1/orgs", "get"): lambda c, p: c.get("/v1/orgs"),
@@ -110,11 +113,20 @@ HAPPY: dict[tuple[str, str], Call] = {
         json={"role": "admin"}),
     ("/v1/rooms/{room}/members/{device}", "delete"): lambda c, p: c.delete(
         f"/v1/rooms/{p.room.hex()}/members/{p.b.identity.public_key.hex()}"),
+    ("/v1/rooms/{room}/relays", "get"):
+        lambda c, p: c.get(f"/v1/rooms/{p.room.hex()}/relays"),
+    ("/v1/rooms/{room}/relays", "post"): lambda c, p: c.post(
+        f"/v1/rooms/{p.room.hex()}/relays", json={"node": RELAY_NODE.hex(),
+                                                   "org": RELAY_ORG.hex()}),
+    ("/v1/rooms/{room}/relays/{node}", "delete"): lambda c, p: c.delete(
+        f"/v1/rooms/{p.room.hex()}/relays/{RELAY_NODE.hex()}"),
     ("/v1/rooms/{room}/messages", "get"):
         lambda c, p: c.get(f"/v1/rooms/{p.room.hex()}/messages", params={"limit": 1}),
     ("/v1/rooms/{room}/messages", "post"): lambda c, p: _send(c, p, {"kind": "text",
                                                                      "text": "hallo"}),
     ("/v1/rooms/{room}/rekey", "post"): lambda c, p: c.post(f"/v1/rooms/{p.room.hex()}/rekey"),
+    ("/v1/rooms/{room}/history-shares", "post"): lambda c, p: c.post(
+        f"/v1/rooms/{p.room.hex()}/history-shares", json={"device": p.a2.hex()}),
     ("/v1/rooms/{room}/attachments", "post"):
         lambda c, p: c.post(f"/v1/rooms/{p.room.hex()}/attachments", content=b"x",
                             params={"name": "x.txt"}),

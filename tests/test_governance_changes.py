@@ -19,7 +19,9 @@ from p2pmsg.governance.federation import Organisation, OrgKind, issue_federation
 from p2pmsg.governance.policy import LocalPolicy
 from p2pmsg.governance.retention import RetentionConfig
 from p2pmsg.identity import Identity, short_id
+from p2pmsg.messaging import control_topic
 from p2pmsg.messaging.compose import compose_remove
+from p2pmsg.messenger.invitations import compose_invitation
 from p2pmsg.store.memory import MemoryStore
 
 NODE = Identity.from_seed(b"\x0b" * 32)
@@ -94,3 +96,37 @@ def test_daemon_governance_audits_changes_and_not_twice_after_restart(tmp_path: 
         assert again.audit.verify() == len(again.audit.query())
     finally:
         again.close()
+
+
+def test_daemon_takes_room_invitations_for_a_node_without_messenger(tmp_path: Path) -> None:
+    """add_relay invites the relay node; a daemon without the API's messenger opens
+    invitations sealed to its key (from active devices of listed orgs only) and
+    lets its policy expect the room, so the node asks its peers for it."""
+    c = Clinic()
+    relay = Identity.generate()
+    w = c.world
+    w.append(c.alice, control_topic(c.a.id), compose_invitation(relay.public_key, c.topic))
+    stranger = Identity.generate()  # not certified anywhere: its invitation is ignored
+    other_room = b"\x77" * 32
+    w.append(stranger, control_topic(c.a.id), compose_invitation(relay.public_key, other_room))
+    issuer = Identity.generate()
+    flist = tmp_path / "federation.bin"
+    flist.write_bytes(issue_federation_list(issuer, 1, w.now_ms, [
+        Organisation(c.a.id, "A", OrgKind.HOSPITAL, (relay.public_key,)),
+        Organisation(c.b.id, "B", OrgKind.CLINIC)]).raw)
+    cfg = GovernanceConfig(federation_list=flist, issuer=issuer.public_key,
+                           local=LocalPolicy(), audit_log=tmp_path / "audit.db",
+                           retention=RetentionConfig())
+    store = MemoryStore()
+    for topic, items in w.topics.items():  # the relay holds only the control topics
+        if topic != c.topic:
+            store.append([e for e, _ in items], {e.id: p for e, p in items if p is not None})
+    gov = Governance(cfg, relay, store, lambda: w.now_ms)
+    try:
+        seen: set[bytes] = set()
+        assert gov.invited_rooms(c.a.id, seen) == [c.topic]
+        assert c.a.id in gov.policy.room_orgs(c.topic)
+        assert gov.policy.room_orgs(other_room) == frozenset()
+        assert gov.invited_rooms(c.a.id, seen) == []  # each invitation once
+    finally:
+        gov.close()

@@ -247,3 +247,74 @@ def test_person_exceptions_admit_and_count_by_person() -> None:
     assert local.decide(b"k" * 32, f.b.id, px)[0]
     with pytest.raises(ValueError, match="both allowed and denied"):
         LocalPolicy(allow_persons=frozenset({px}), deny_persons=frozenset({px}))
+
+
+def test_relay_declared_in_the_room_reads_it_at_protocol_level() -> None:
+    """Org C's node is made a relay of R1 (A+B) by a RELAY_ADD entry: A's node serves
+    it R1 only after that entry is in A's view, and stops after RELAY_REMOVE. (C is
+    a member org of R2: that is unrelated.)"""
+    from p2pmsg.messaging.compose import compose_relay_add, compose_relay_remove
+
+    f = Fed()
+    w = f.world
+    relay = f.nid(f.c)
+    p = f.policy()
+    changes: list[int] = []
+    p.add_change_listener(lambda: changes.append(p.version))
+    all_topics = sorted(w.topics)
+
+    def sync_from_a() -> SyncPeer:
+        a = SyncPeer(f.nid(f.a), policy=p)
+        for items in w.topics.values():
+            a.add([e for e, _ in items], {e.id: q for e, q in items if q is not None})
+        c = SyncPeer(relay, policy=AllowAllPolicy())
+        ConnectionPair.connect(a, c, all_topics, all_topics).run()
+        assert a.error is None and c.error is None
+        return c
+
+    assert sync_from_a().entry_ids([f.r1]) == set()
+    add = w.append(f.alice, f.r1, compose_relay_add(w.room(f.r1), f.alice, relay, f.c.id))
+    assert not p.may_read(relay, f.r1)  # the policy has not seen the entry yet
+    p.update_room(w.room(f.r1).view)
+    assert changes and p.may_read(relay, f.r1)
+    assert p.room_relays(f.r1) == {relay: f.c.id}
+    assert p.room_orgs(f.r1) == frozenset({f.a.id, f.b.id})  # a relay is no member org
+    got = sync_from_a()
+    r1_ids = {e.id for e, _ in w.topics[f.r1]}
+    assert got.entry_ids([f.r1]) == r1_ids and add.id in r1_ids
+    # another node of org C (not the declared key) gets nothing
+    assert not p.may_read(Identity.generate().public_key, f.r1)
+
+    w.append(f.alice, f.r1, compose_relay_remove(w.room(f.r1), f.alice, relay))
+    before = len(changes)
+    p.update_room(w.room(f.r1).view)
+    assert len(changes) == before + 1  # listeners (Node.revalidate_sessions) are told
+    assert not p.may_read(relay, f.r1)
+    assert sync_from_a().entry_ids([f.r1]) == set()
+
+
+def test_declared_relay_must_be_listed_under_the_declared_org() -> None:
+    f = Fed()
+    w = f.world
+    p = f.policy()
+    from p2pmsg.messaging.compose import compose_relay_add
+
+    # the admin names org B for C's node: the federation list says C -> no access
+    w.append(f.alice, f.r1, compose_relay_add(w.room(f.r1), f.alice, f.nid(f.c), f.b.id))
+    p.update_room(w.room(f.r1).view)
+    assert not p.may_read(f.nid(f.c), f.r1)
+
+
+def test_declare_relay_is_kept_alongside_the_views_relays() -> None:
+    """Library use: a local declare_relay is not replaced by a later view."""
+    from p2pmsg.messaging.compose import compose_relay_add, compose_relay_remove
+
+    f = Fed()
+    w = f.world
+    p = f.policy()
+    p.declare_relay(f.r1, f.nid(f.c))
+    w.append(f.alice, f.r1, compose_relay_add(w.room(f.r1), f.alice, f.nid(f.c), f.c.id))
+    w.append(f.alice, f.r1, compose_relay_remove(w.room(f.r1), f.alice, f.nid(f.c)))
+    p.update_room(w.room(f.r1).view)
+    assert p.may_read(f.nid(f.c), f.r1)
+    assert p.room_relays(f.r1) == {f.nid(f.c): None}

@@ -38,7 +38,7 @@ from p2pmsg.messaging import (
     compose_message,
     decrypt_timeline,
 )
-from p2pmsg.messaging.redaction import plan_redactions
+from p2pmsg.messaging.redaction import folded_entries, plan_redactions
 from p2pmsg.messaging.timeline import open_epoch_keys
 from p2pmsg.messenger import (
     Messenger,
@@ -143,6 +143,43 @@ def test_author_and_admin_redactions_erase_on_every_member_node(tmp_path: Path) 
         assert all("MARKER" not in str(r.details) for r in records)
         assert audit.verify() == 2
         audit.close()
+
+
+def test_erased_edits_and_reactions_stay_folded_into_their_messages(tmp_path: Path) -> None:
+    """Reproduces a reported bug: once a redaction erased an edit's payload, the
+    timeline listed the edit as an extra UNAVAILABLE message. The plan names what it
+    erases that is no message (``folded``) and the timeline leaves those out, so the
+    room lists the same messages before and after enforcement."""
+    c = Clinic()
+    own = c.say(c.bob, "MARKER-bob-own-3b1e")
+    edit = send(c, c.bob, Edit(own.id, "MARKER-bob-edit-77aa"))
+    keep = c.say(c.bert, "bert stays")
+    react = send(c, c.bert, Reaction(keep.id, "ok"))
+    send(c, c.bob, Redaction(own.id))                    # the author: erases own + edit
+    send(c, c.alice, Redaction(react.id, "falsch"))      # v2 clear path: the reaction
+    for member in (c.alice, c.bob, c.bert):
+        with SqliteStore(tmp_path / f"{member.public_key.hex()[:8]}.db") as store:
+            c.load(store)
+            view = room_of(store, c).view
+            keys = open_epoch_keys(view, member)
+            plan = plan_redactions(view, keys)
+            assert {t.target: t.folded for t in plan} == {
+                own.id: ((edit.id, own.id),), react.id: ((react.id, keep.id),)}
+            folded = folded_entries(plan)
+            listed = [m.id for m in decrypt_timeline(view, member, keys).messages]
+            assert listed == [own.id, keep.id]
+            erase_redactions(store, plan)
+            assert store.get_payload(edit.id) is PayloadState.ERASED
+            after = room_of(store, c).view
+            # without the names the erased edit and reaction look like lost messages
+            bare = [m.id for m in decrypt_timeline(after, member, keys).messages]
+            assert edit.id in bare and react.id in bare
+            shown = decrypt_timeline(after, member, keys, folded=folded)
+            assert [m.id for m in shown.messages] == listed
+            assert shown.by_id[own.id].status is MessageStatus.REDACTED
+            assert shown.by_id[keep.id].content == Text("bert stays")
+            # planning again names nothing new, and the fold is the same every time
+            assert folded_entries(plan_redactions(after, keys)) == {}
 
 
 def test_redaction_by_non_admin_non_author_erases_nothing(tmp_path: Path) -> None:
@@ -270,6 +307,8 @@ async def test_messenger_nodes_enforce_author_and_admin_redactions(
                        ((e.id, e) for e in m["a1"].node.read(topic))
                        if eid in (secret, fixed, other, file_id)}
 
+        listed = [msg.id for msg in m["a1"].messages(topic)]
+        assert fixed not in listed  # an edit applies to its target: never listed itself
         await m["a2"].redact(topic, secret)               # by the author
         await m["a1"].redact(topic, other, "falsch")      # by the room admin
         await m["a1"].redact(topic, file_id)              # admin, an attachment
@@ -287,6 +326,9 @@ async def test_messenger_nodes_enforce_author_and_admin_redactions(
             assert root not in x.node.blob_store.roots()  # type: ignore[union-attr]
             all_logs_verify(x.node.store)
             shown = {msg.id: msg for msg in x.messages(topic)}
+            # the erased edit is folded into its redacted target, not listed apart
+            assert fixed not in shown, name
+            assert list(shown) == listed, name  # the same messages, in the same places
             assert shown[secret].status is MessageStatus.REDACTED
             assert shown[secret].redacted_by == m["a2"].device
             assert shown[other].redacted_by == m["a1"].device

@@ -44,6 +44,8 @@ from p2pmsg.messaging.payloads import (
     MemberRemove,
     MemberRole,
     MemberSpec,
+    RelayAdd,
+    RelayRemove,
     RoomCreate,
     RoomKind,
     RoomRole,
@@ -156,6 +158,8 @@ def _room_payloads() -> list[object]:
         MemberRole(os.urandom(32), RoomRole.MEMBER),
         EpochKeys(tuple(sorted((os.urandom(32), os.urandom(80)) for _ in range(3)))),
         Sealed(os.urandom(32), os.urandom(24), os.urandom(100)),
+        RelayAdd(os.urandom(32), os.urandom(32)),
+        RelayRemove(os.urandom(32)),
     ]
 
 
@@ -207,7 +211,7 @@ _cbor_values = st.recursive(
 
 @st.composite
 def _framed(draw: st.DrawFn) -> bytes:
-    kind = draw(st.sampled_from([int(k) for k in Kind] + [0, 12, 40, 66, 200]))
+    kind = draw(st.sampled_from([int(k) for k in Kind] + [0, 12, 50, 66, 200]))
     version = draw(st.integers(-1, 3))
     fields = draw(st.lists(_cbor_values, max_size=7))
     return _cbor.dumps([kind, version, *fields])

@@ -38,6 +38,8 @@ from p2pmsg.messaging.payloads import (
     MemberLeave,
     MemberRemove,
     MemberRole,
+    RelayAdd,
+    RelayRemove,
     RoomCreate,
     Sealed,
     decode_room_payload,
@@ -205,7 +207,9 @@ def test_rekey_reasons() -> None:
 
 # --- determinism under arbitrary arrival order ---------------------------------------
 
-OPS = ("add",) * 3 + ("message",) * 4 + ("role",) * 2 + ("remove", "leave")
+OPS = ("add",) * 3 + ("message",) * 4 + ("role",) * 2 + ("remove", "leave", "relay_add",
+                                                         "relay_add", "relay_remove")
+RELAY_NODES = (b"\xa0" * 32, b"\xa1" * 32)
 
 
 def _scenario(seed: int, n_ops: int, persons: bool = False,
@@ -252,6 +256,12 @@ def _scenario(seed: int, n_ops: int, persons: bool = False,
         elif op == "role":
             payload = encode_room_payload(MemberRole(target.public_key,
                                                      rng.choice(list(RoomRole))))
+        elif op == "relay_add":  # a node, or now and then a device key
+            node = rng.choice((*RELAY_NODES, target.public_key))
+            payload = encode_room_payload(RelayAdd(node, rng.choice((a.id, b.id))))
+        elif op == "relay_remove":
+            payload = encode_room_payload(RelayRemove(rng.choice((*RELAY_NODES,
+                                                                  target.public_key))))
         else:
             payload = encode_room_payload(Sealed(rng.randbytes(32), rng.randbytes(24),
                                                  b"m%d" % step))
@@ -300,6 +310,7 @@ def _replay_check(state: RoomState) -> None:
         raise AssertionError("not a member")
 
     roles: dict[bytes, RoomRole] = {}
+    relays: dict[bytes, bytes] = {}
     add(view.create.creator, view.create.creator_org, RoomRole.ADMIN)
     for spec in view.create.members:
         add(spec.device, spec.org, spec.role)
@@ -308,8 +319,13 @@ def _replay_check(state: RoomState) -> None:
         assert applied.author_role is roles[who]
         assert applied.author_person == (who[32:] if len(who) == 48 else None)
         p = applied.payload
-        if isinstance(p, MemberAdd | MemberRemove | MemberRole):
+        if isinstance(p, MemberAdd | MemberRemove | MemberRole | RelayAdd | RelayRemove):
             assert roles[who] is RoomRole.ADMIN
+        if isinstance(p, RelayAdd):
+            assert p.node not in relays
+            relays[p.node] = p.org
+        elif isinstance(p, RelayRemove):
+            del relays[p.node]
         if isinstance(p, MemberAdd):
             assert principal(p.device, p.org) not in roles
             add(p.device, p.org, p.role)
@@ -320,6 +336,7 @@ def _replay_check(state: RoomState) -> None:
         elif isinstance(p, MemberRole):
             roles[of(p.device)] = p.role
     assert roles == {m.principal: m.role for m in view.members.values()}
+    assert relays == view.relays
     for device, member in view.members.items():
         assert member.device == device
         if member.person is not None:  # every device of the person, no other
@@ -363,6 +380,7 @@ def test_every_arrival_order_gives_the_same_room(seed: int, n_ops: int, persons:
         assert state.view.members == reference.view.members
         assert state.view.order == reference.view.order
         assert state.view.rejected == reference.view.rejected
+        assert state.view.relays == reference.view.relays
         assert [e.id for e in state.view.epochs] == [e.id for e in reference.view.epochs]
 
 
@@ -438,6 +456,7 @@ def _same_view(state: RoomState, orgs: dict[bytes, object]) -> None:
     assert view.applied == reference.applied
     assert view.rejected == reference.rejected
     assert view.epochs == reference.epochs
+    assert view.relays == reference.relays
     for epoch in reference.epochs:
         assert state.sealed_count(epoch.id) == sum(
             1 for a in reference.applied

@@ -67,10 +67,11 @@ async def _room(s: Setup) -> AsyncIterator[tuple[Node, Messenger, bytes]]:
 
 
 def _fresh(m: Messenger, topic: bytes) -> list[Message]:
-    """The messages resolved and decrypted from scratch, as before any cache."""
+    """The messages resolved and decrypted from scratch, as before any cache (with
+    the erased edits and reactions the messenger's redaction plans named folded)."""
     state = RoomState(topic, {o: s for o, s in m.org_states().items()})
     state.apply([(e, m.node.payload(e)) for e in m.node.read(topic)])
-    return list(decrypt_timeline(state.view, m.identity).messages)
+    return list(decrypt_timeline(state.view, m.identity, folded=m._folded.get(topic)).messages)
 
 
 async def test_an_erased_payload_drops_its_cached_plaintext(
@@ -143,7 +144,7 @@ async def test_live_yields_changed_messages_as_new_objects(
         await trio.sleep(1)
         await m.send_text(topic, "zwei")
         await m.react(topic, first, "+1")
-        await m.send_edit(topic, first, "eins!")
+        edit = await m.send_edit(topic, first, "eins!")
         await trio.sleep(1)
         assert (got[0].id, got[0].content) == (first, Text("eins"))
         assert got[0].reactions == {} and not got[0].edited  # yielded earlier: unchanged
@@ -155,6 +156,7 @@ async def test_live_yields_changed_messages_as_new_objects(
         await trio.sleep(1)
         assert [x for x in got if x.id == first][-1].status is MessageStatus.REDACTED
         assert m.messages(topic) == _fresh(m, topic)
+        assert edit not in {x.id for x in m.messages(topic)} | {x.id for x in got}
         nursery.cancel_scope.cancel()
 
 

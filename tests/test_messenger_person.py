@@ -28,6 +28,7 @@ from p2pmsg.messenger import (
     RoomPlan,
     UnknownDevice,
     messenger_topics,
+    open_messenger,
     org_control_items,
     plan_room,
 )
@@ -73,7 +74,10 @@ class Fed:
 
 
 
-async def build(nursery: trio.Nursery) -> Fed:
+async def build(nursery: trio.Nursery, *, watch: bool = False,
+                without_room: tuple[str, ...] = ()) -> Fed:
+    """The federation; ``watch`` runs every messenger under :func:`open_messenger`;
+    the nodes named in ``without_room`` do not start with the room topic."""
     net = MemoryNetwork(seed=11)
     initial = {"a": [cert(n) for n in ("a1", "p1", "p2")], "b": [cert("b1")]}
     org_ids = [r.public_key for r in ROOTS.values()]
@@ -89,8 +93,9 @@ async def build(nursery: trio.Nursery) -> Fed:
         if name in ("a1", "b1"):  # the admins' nodes start with the control logs
             items = org_control_items(org_of(name), initial[name[0]], start_ms=T0 - 10_000)
             store.append([e for e, _ in items], {e.id: p for e, p in items})
+        mine = messenger_topics(org_ids, []) if name in without_room else topics
         return NodeConfig(
-            identity=identity, store=store, topics=topics, policy=AllowAllPolicy(),
+            identity=identity, store=store, topics=mine, policy=AllowAllPolicy(),
             transports=[net.transport(name, identity.public_key)],
             peers=[PeerHint(ident(p).public_key, f"memory://{p}") for p in peers],
             wall_clock=wall, reconnect_initial=0.1, reconnect_max=1.0, seed=1, name=name)
@@ -99,10 +104,20 @@ async def build(nursery: trio.Nursery) -> Fed:
     for name in DEVICES:
         fed.nodes[name] = await nursery.start(serve_node, cfg(name, ("relay",)))
         org = org_of(name).public_key
-        fed.m[name] = Messenger(fed.nodes[name], org, orgs=org_ids)
+        if watch:
+            fed.m[name] = await nursery.start(_watched, fed.nodes[name], org, org_ids)
+        else:
+            fed.m[name] = Messenger(fed.nodes[name], org, orgs=org_ids)
     await wait_until(lambda: all(fed.m[n].certificate() is not None
                                  for n in DEVICES if n != "p3"))
     return fed
+
+
+async def _watched(node: Node, org: bytes, orgs: list[bytes], *,
+                   task_status: trio.TaskStatus[Messenger] = trio.TASK_STATUS_IGNORED) -> None:
+    async with open_messenger(node, org, orgs=orgs) as messenger:
+        task_status.started(messenger)
+        await trio.sleep_forever()
 
 
 async def everywhere(fed: Fed, topic: bytes, entry_id: bytes, names: tuple[str, ...]) -> None:
@@ -218,6 +233,127 @@ async def test_a_new_device_of_a_member_person_reads_what_is_sent_after_it_is_ce
         assert mine in view.order and mine not in view.rejected
         assert by_id(m["b1"], topic)[mine].person == PERSON  # type: ignore[attr-defined]
         assert Rejection.NOT_MEMBER not in view.rejected.values()
+        nursery.cancel_scope.cancel()
+
+
+# ------------------------------------------------- a device certified after the person joined
+
+
+def written(fed: Fed, name: str, topic: bytes) -> int:
+    """How many entries device ``name`` wrote to ``topic`` (its own log height)."""
+    head = fed.nodes[name].store.head(fed.m[name].device, topic)
+    return 0 if head is None else head.header.seq
+
+
+async def certify_p3(fed: Fed, names: tuple[str, ...]) -> None:
+    published = await fed.m["a1"].publish_certificate(cert("p3"))
+    ctrl = control_topic(ROOTS["a"].public_key)
+    await wait_until(lambda: all(has_entry(fed.nodes[n], ctrl, published) for n in names))
+
+
+async def test_a_device_certified_later_is_invited_by_the_persons_other_devices(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        fed = await build(nursery, watch=True, without_room=("p3",))
+        m = fed.m
+        topic = fed.room.topic
+        ctrl = control_topic(ROOTS["a"].public_key)
+        await m["b1"].create_room_from(fed.room)
+        await wait_until(lambda: all(any(r.topic == topic for r in m[n].rooms())
+                                     for n in ("p1", "p2")))
+        before = await m["b1"].send_text(topic, "vorher")
+        await everywhere(fed, topic, before, ("p1", "p2"))
+        assert topic not in fed.nodes["p3"].topics
+        counts = {n: written(fed, n, ctrl) for n in ("a1", "p1", "p2", "b1")}
+
+        # P gets a tablet; nobody sends anything: P's other devices invite it
+        await certify_p3(fed, ("p1", "p2", "p3"))
+        await wait_until(lambda: topic in fed.nodes["p3"].topics)
+        await wait_until(lambda: any(r.topic == topic for r in m["p3"].rooms()))
+        await wait_until(lambda: written(fed, "p1", ctrl) + written(fed, "p2", ctrl)
+                         > counts["p1"] + counts["p2"])
+        await trio.sleep(5)  # let every watcher run again: nobody invites twice
+        assert written(fed, "a1", ctrl) == counts["a1"] + 1  # the certificate only
+        assert written(fed, "b1", ctrl) == counts["b1"]  # not the room admin: P's devices did
+        for n in ("p1", "p2"):
+            assert counts[n] <= written(fed, n, ctrl) <= counts[n] + 1
+
+        # the next message rekeys to the tablet; the earlier one stays closed to it
+        later = await m["b1"].send_text(topic, "nachher")
+        await everywhere(fed, topic, later, ("p3",))
+        p3_view = by_id(m["p3"], topic)
+        assert p3_view[later].content == Text("nachher")  # type: ignore[attr-defined]
+        assert p3_view[before].status is MessageStatus.UNDECRYPTABLE  # type: ignore[attr-defined]
+        nursery.cancel_scope.cancel()
+
+
+async def test_the_author_of_the_next_epoch_invites_a_later_device(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """No watcher runs (P's other devices are as good as offline): b1's next message
+    opens an epoch sealed to the tablet, and b1 invites it."""
+    async with trio.open_nursery() as nursery:
+        fed = await build(nursery, without_room=("p3",))
+        m = fed.m
+        topic = fed.room.topic
+        ctrl = control_topic(ROOTS["a"].public_key)
+        await m["b1"].create_room_from(fed.room)
+        before = await m["b1"].send_text(topic, "vorher")
+        await certify_p3(fed, ("b1", "p1", "p2", "p3"))
+        await wait_until(lambda: m["b1"].room(topic).inactive == frozenset())
+        # the person has other active devices: they are the ones to invite, not b1
+        assert await m["b1"].invite_new_devices() == []
+        assert await m["a1"].invite_new_devices() == []  # not a member at all
+        count = written(fed, "b1", ctrl)
+        later = await m["b1"].send_text(topic, "nachher")
+        assert written(fed, "b1", ctrl) == count + 1  # one invitation, to the tablet
+
+        def p3_has_room() -> bool:
+            m["p3"].accept_invitations()
+            return topic in fed.nodes["p3"].topics
+
+        await wait_until(p3_has_room)
+        await everywhere(fed, topic, later, ("p3",))
+        p3_view = by_id(m["p3"], topic)
+        assert p3_view[later].content == Text("nachher")  # type: ignore[attr-defined]
+        assert p3_view[before].status is MessageStatus.UNDECRYPTABLE  # type: ignore[attr-defined]
+        # the tablet got its epoch: nobody else needs to invite it any more
+        await everywhere(fed, topic, later, ("p1", "p2"))
+        assert await m["p2"].invite_new_devices() == []
+        await m["b1"].send_text(topic, "noch eine")  # no new recipient: no invitation
+        assert written(fed, "b1", ctrl) == count + 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_room_admin_invites_a_later_device_of_a_person_without_other_devices(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        fed = await build(nursery, without_room=("p3",))
+        m = fed.m
+        topic = fed.room.topic
+        ctrl = control_topic(ROOTS["a"].public_key)
+        await m["b1"].create_room_from(fed.room)
+        before = await m["b1"].send_text(topic, "vorher")
+        for n in ("p1", "p2"):  # P loses both devices
+            revocation = await m["a1"].revoke_device(m[n].device, "verloren")
+            await wait_until(lambda r=revocation: has_entry(fed.nodes["b1"], ctrl, r))
+        await certify_p3(fed, ("b1", "p1", "p2", "p3"))
+        await wait_until(lambda: m["p3"].certificate() is not None
+                         and m["b1"].room(topic).members.keys() >= {m["p3"].device})
+        assert await m["p1"].invite_new_devices() == []  # revoked: not active
+        assert await m["b1"].invite_new_devices() == [(topic, m["p3"].device)]
+        assert await m["b1"].invite_new_devices() == []  # once
+
+        def p3_has_room() -> bool:
+            m["p3"].accept_invitations()
+            return topic in fed.nodes["p3"].topics
+
+        await wait_until(p3_has_room)
+        await everywhere(fed, topic, before, ("p3",))
+        assert any(r.topic == topic for r in m["p3"].rooms())
+        assert by_id(m["p3"], topic)[before].status is MessageStatus.UNDECRYPTABLE  # type: ignore[attr-defined]
         nursery.cancel_scope.cancel()
 
 

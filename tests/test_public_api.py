@@ -86,3 +86,19 @@ def test_ships_py_typed() -> None:
 def test_version_matches_metadata() -> None:
     config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     assert p2pmsg.__version__ == config["project"]["version"]
+
+
+def test_person_ids_are_exported_for_issuing_person_certificates() -> None:
+    """Version-2 certificates name a person (docs/messaging.md, "Persons and
+    devices"): the top-level API has what ``issue_certificate(..., person=)`` needs."""
+    from p2pmsg import certs
+
+    assert p2pmsg.person_id is certs.person_id
+    assert p2pmsg.random_person_id is certs.random_person_id
+    root = p2pmsg.Identity.generate()
+    person = p2pmsg.person_id(root, "staff-4711")
+    assert len(person) == 16 and person == p2pmsg.person_id(root, "staff-4711")
+    device = p2pmsg.Identity.generate()
+    cert = p2pmsg.issue_certificate(root, device.public_key, p2pmsg.Role.MEMBER, "tablet",
+                                    0, 2**40, person=person)
+    assert cert.person == person

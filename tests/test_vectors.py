@@ -300,3 +300,41 @@ def test_sealed_negative_vector(case: dict[str, Any]) -> None:
                         case["seq"], sealed)
     assert type(info.value) is expected
     assert info.value.reason.value == case["expected_reason"]
+
+
+# -- room-payloads.json: plaintext room payloads (relay declarations) ---------------------
+
+ROOM_PAYLOADS = _load("room-payloads.json")
+
+
+@pytest.mark.parametrize("case", ROOM_PAYLOADS["positive"], ids=_ids(ROOM_PAYLOADS["positive"]))
+def test_room_payload_vector(case: dict[str, Any]) -> None:
+    from p2pmsg.messaging.payloads import decode_room_payload, encode_room_payload
+
+    fields = case["fields"]
+    wire = [case["kind"], case["version"], X(fields["node"])]
+    if "org" in fields:
+        wire.append(X(fields["org"]))
+    assert cbor2.dumps(wire, canonical=True) == X(case["payload_bytes"])  # independently
+    payload = decode_room_payload(X(case["payload_bytes"]))
+    assert payload.node == X(fields["node"])  # type: ignore[union-attr]
+    assert getattr(payload, "org", None) == (X(fields["org"]) if "org" in fields else None)
+    assert encode_room_payload(payload) == X(case["payload_bytes"])
+
+
+@pytest.mark.parametrize("case", ROOM_PAYLOADS["negative"], ids=_ids(ROOM_PAYLOADS["negative"]))
+def test_room_payload_negative_vector(case: dict[str, Any]) -> None:
+    from p2pmsg.errors import DecodeError
+    from p2pmsg.messaging.payloads import decode_room_payload
+
+    with pytest.raises(DecodeError) as info:
+        decode_room_payload(X(case["payload_bytes"]))
+    assert info.value.reason.value == case["expected_reason"]
+
+
+@pytest.mark.parametrize("case", ROOM_PAYLOADS["unknown"], ids=_ids(ROOM_PAYLOADS["unknown"]))
+def test_room_payload_unknown_vector(case: dict[str, Any]) -> None:
+    from p2pmsg.messaging.payloads import UnknownPayload, decode_room_payload
+
+    data = X(case["payload_bytes"])
+    assert decode_room_payload(data) == UnknownPayload(case["kind"], case["version"], data)

@@ -52,7 +52,14 @@ from p2pmsg.messaging.content import (
 )
 from p2pmsg.messaging.crypto import associated_data, encrypt_content, encrypt_for_entry, refs_of
 from p2pmsg.messaging.kinds import Kind
-from p2pmsg.messaging.payloads import ClearRefs, Sealed, decode_room_payload
+from p2pmsg.messaging.payloads import (
+    ClearRefs,
+    RelayAdd,
+    RelayRemove,
+    Sealed,
+    decode_room_payload,
+    encode_room_payload,
+)
 
 __all__ = ["OUT_DIR", "annotated_dump", "build_all", "main"]
 
@@ -579,6 +586,41 @@ def annotated_dump(entry: Entry) -> str:
     return "\n".join(lines)
 
 
+def build_room_payloads() -> dict[str, Any]:
+    """Plaintext room payloads: RELAY_ADD / RELAY_REMOVE (docs/messaging.md, "Relays")."""
+    node = Identity.from_seed(seed_for("relay-node")).public_key
+    org = Identity.from_seed(seed_for("relay-org")).public_key
+    positive = []
+    for name, description, payload, fields in (
+        ("relay-add", "declare a node of an organisation a relay of the room",
+         RelayAdd(node, org), {"node": _h(node), "org": _h(org)}),
+        ("relay-remove", "the node stops relaying the room", RelayRemove(node),
+         {"node": _h(node)}),
+    ):
+        data = encode_room_payload(payload)
+        assert decode_room_payload(data) == payload
+        kind = Kind.RELAY_ADD if isinstance(payload, RelayAdd) else Kind.RELAY_REMOVE
+        positive.append({"name": name, "description": description, "kind": int(kind),
+                         "version": 1, "fields": fields, "payload_bytes": _h(data)})
+    negative = [
+        {"name": name, "description": description, "payload_bytes": _h(_canon(value)),
+         "expected_reason": Reason.MALFORMED.value}
+        for name, description, value in (
+            ("relay-add-without-org", "RELAY_ADD names the node and its organisation",
+             [39, 1, node]),
+            ("relay-add-extra-field", "no extra fields in version 1", [39, 1, node, org, 0]),
+            ("relay-add-short-node", "a node key is 32 bytes", [39, 1, node[:31], org]),
+            ("relay-remove-with-org", "RELAY_REMOVE names the node only", [40, 1, node, org]),
+            ("relay-remove-text-node", "the node is a byte string", [40, 1, node.hex()]),
+        )
+    ]
+    newer = _canon([39, 2, node, org, "a field of a later version"])
+    unknown = [{"name": "relay-add-v2", "description": "a newer version is kept as an "
+                "unknown payload (never parsed, never an error)", "payload_bytes": _h(newer),
+                "kind": 39, "version": 2}]
+    return {"positive": positive, "negative": negative, "unknown": unknown}
+
+
 def build_all() -> dict[str, str]:
     """File name -> exact file text for every vector file."""
     entries, named = build_entries()
@@ -587,6 +629,7 @@ def build_all() -> dict[str, str]:
         "certificates.json": build_certificates(),
         "fork-proofs.json": build_fork_proofs(named),
         "sealed.json": build_sealed(),
+        "room-payloads.json": build_room_payloads(),
     }
     return {name: json.dumps(d, indent=2, ensure_ascii=False) + "\n" for name, d in docs.items()}
 

@@ -41,8 +41,10 @@ from .requests import (
     parse_create_room,
     parse_event_id,
     parse_hex,
+    parse_history_share,
     parse_limit,
     parse_member,
+    parse_relay,
     parse_revoke,
     parse_send,
     parse_upload,
@@ -246,19 +248,39 @@ class _Api:
         entry = await self.m.change_role(topic, device, role)
         return _json(200, {"id": entry.hex()})
 
+    async def list_relays(self, request: Request) -> Response:
+        relays = self.m.relays(self._room_id(request))
+        return _json(200, {"relays": [{"node": node.hex(), "org": org.hex()}
+                                      for node, org in sorted(relays.items())]})
+
+    async def add_relay(self, request: Request) -> Response:
+        topic = self._room_id(request)
+        node, org = parse_relay(await self._body(request))
+        self.m.room(topic)  # 404 before anything else
+        entry = await self.m.add_relay(topic, node, org)
+        log.info("API declared a relay of a room")
+        return _json(201, {"id": entry.hex()})
+
+    async def remove_relay(self, request: Request) -> Response:
+        topic = self._room_id(request)
+        node = parse_hex(request.path_params["node"], "node")
+        if node not in self.m.relays(topic):
+            raise ApiError(404, "that node is not a relay of this room")
+        entry = await self.m.remove_relay(topic, node)
+        return _json(200, {"id": entry.hex()})
+
     async def list_messages(self, request: Request) -> Response:
         topic = self._room_id(request)
         limit = parse_limit(request.query_params.get("limit"))
         before_text = request.query_params.get("before")
         timeline = self.m.timeline(topic)
-        messages = list(timeline.messages)
+        messages = timeline.messages
         end = len(messages)
         if before_text is not None:
             before = parse_hex(before_text, "before")
-            ids = [m.id for m in messages]
-            if before not in ids:
+            if before not in timeline.by_id:
                 raise ApiError(400, "before: not a message of this room")
-            end = ids.index(before)
+            end = next(i for i in range(end - 1, -1, -1) if messages[i].id == before)
         start = max(0, end - limit)
         page = messages[start:end]
         return _json(200, {
@@ -272,13 +294,13 @@ class _Api:
         req = parse_send(await self._body(request))
         self.m.room(topic)
         if isinstance(req, ReadRequest):
-            if req.up_to is not None and req.up_to not in {m.id for m in self.m.messages(topic)}:
+            if req.up_to is not None and req.up_to not in self.m.timeline(topic).by_id:
                 raise ApiError(400, "up_to: not a message of this room")
             sent = await self.m.mark_read(topic, req.up_to)
             return _json(201 if sent is not None else 200,
                          {"id": None if sent is None else sent.hex()})
         target = getattr(req, "target", None)
-        if target is not None and target not in {m.id for m in self.m.messages(topic)}:
+        if target is not None and target not in self.m.timeline(topic).by_id:
             raise ApiError(400, "target: not a message of this room")
         sent_id = await self.m.send(topic, req)
         return _json(201, {"id": sent_id.hex()})
@@ -287,6 +309,18 @@ class _Api:
         topic = self._room_id(request)
         self.m.room(topic)
         return _json(201, {"id": (await self.m.rekey(topic)).hex()})
+
+    async def share_history(self, request: Request) -> Response:
+        topic = self._room_id(request)
+        device = parse_history_share(await self._body(request))
+        self.m.room(topic)  # 404 for an unknown room first
+        try:
+            entry = await self.m.share_history(topic, device)
+        except UnknownDevice:
+            raise ApiError(404, "device: not another active device of this device's "
+                                "person") from None
+        log.info("API shared a room's history with another device of this person")
+        return _json(201, {"id": None if entry is None else entry.hex()})
 
     async def revoke(self, request: Request) -> Response:
         req = parse_revoke(await self._body(request))
@@ -309,8 +343,8 @@ class _Api:
                                           name=req.name, caption=req.caption)
         finally:
             path.unlink(missing_ok=True)
-        content = next((m.content for m in reversed(self.m.messages(topic))
-                        if m.id == sent), None)
+        sent_message = self.m.timeline(topic).by_id.get(sent)
+        content = None if sent_message is None else sent_message.content
         if not isinstance(content, Attachment):  # pragma: no cover - just sent it
             raise ApiError(500, "the sent attachment is not in the timeline")
         d = content.descriptor
@@ -322,7 +356,7 @@ class _Api:
         topic = self._room_id(request)
         msg_id = parse_hex(request.path_params["message"], "message")
         wait = parse_wait(request.query_params.get("wait"))
-        message = next((m for m in self.m.messages(topic) if m.id == msg_id), None)
+        message = self.m.timeline(topic).by_id.get(msg_id)
         if message is None:
             raise ApiError(404, "unknown message in this room")
         content = message.content
@@ -387,9 +421,13 @@ def build_app(messenger: Messenger, feed: LiveFeed, token: str, *, max_body: int
         _route("/v1/rooms/{room}/members", api.add_member, ["POST"]),
         _route("/v1/rooms/{room}/members/{device}", api.remove_member, ["DELETE"]),
         _route("/v1/rooms/{room}/members/{device}", api.change_role, ["PATCH"]),
+        _route("/v1/rooms/{room}/relays", api.list_relays, ["GET"]),
+        _route("/v1/rooms/{room}/relays", api.add_relay, ["POST"]),
+        _route("/v1/rooms/{room}/relays/{node}", api.remove_relay, ["DELETE"]),
         _route("/v1/rooms/{room}/messages", api.list_messages, ["GET"]),
         _route("/v1/rooms/{room}/messages", api.send_message, ["POST"]),
         _route("/v1/rooms/{room}/rekey", api.rekey, ["POST"]),
+        _route("/v1/rooms/{room}/history-shares", api.share_history, ["POST"]),
         _route("/v1/rooms/{room}/attachments", api.upload, ["POST"]),
         _route("/v1/rooms/{room}/messages/{message}/attachment", api.download, ["GET"]),
         _route("/v1/events", api.events, ["GET"]),

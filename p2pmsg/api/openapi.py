@@ -200,6 +200,18 @@ SCHEMAS: dict[str, Schema] = {
     }, description="the attachment message's id, the blob's content hash and the "
                    "file's size in bytes"),
     "Revoke": _obj({"device": _ref("Id"), "reason": _str(MAX_LABEL)}, required=["device"]),
+    "RelaySpec": _obj({"node": _ref("Id"), "org": _ref("Id")}, required=["node", "org"],
+                      description="a node key of the federation list and the organisation "
+                                  "it is listed under"),
+    "RelayList": _obj({"relays": {"type": "array", "items": _ref("RelaySpec")}},
+                      description="nodes the room declares relays (replicate its "
+                                  "ciphertext; not members, no keys)"),
+    "ShareHistory": _obj({"device": _ref("Id")},
+                         description="another active device of this device's person"),
+    "HistoryShared": _obj({"id": _HEX_OR_NULL},
+                          description="the history share's control entry (null: this "
+                                      "device holds no epoch key the other device lacks; "
+                                      "it was invited only)"),
 }
 
 
@@ -269,6 +281,7 @@ def _query(name: str, schema: Schema, description: str) -> Schema:
 
 _ROOM = _path_param("room", "the room id (its topic), 64 hex digits")
 _DEVICE = _path_param("device", "a device key, 64 hex digits")
+_NODE = _path_param("node", "a node key, 64 hex digits")
 _BODY_ERR = "400 413 415"
 
 
@@ -305,6 +318,22 @@ def document() -> Schema:
                          errors=f"{_BODY_ERR} 403 404 409", body="ChangeRole",
                          params=[_ROOM, _DEVICE]),
         },
+        "/v1/rooms/{room}/relays": {
+            "get": _op("listRelays", "Nodes the room declares relays",
+                       ("200", "relays", "RelayList"), errors="400 404", params=[_ROOM]),
+            "post": _op("addRelay", "Declare a node of an organisation a relay of the room "
+                        "(room admins): it may replicate the room's ciphertext, it is not "
+                        "a member and gets no keys", ("201", "the relay entry", "EntryRef"),
+                        errors=f"{_BODY_ERR} 403 404 409", body="RelaySpec",
+                        params=[_ROOM]),
+        },
+        "/v1/rooms/{room}/relays/{node}": {
+            "delete": _op("removeRelay", "Stop a node relaying the room (room admins)",
+                          ("200", "the relay entry", "EntryRef"),
+                          errors="400 403 404 409", params=[_ROOM, _NODE],
+                          error_text={"404": "unknown room, or the node is not a relay "
+                                             "of this room"}),
+        },
         "/v1/rooms/{room}/messages": {
             "get": _op("listMessages", "History in display order, newest page first",
                        ("200", "a page of messages", "MessagePage"), errors="400 404",
@@ -324,6 +353,14 @@ def document() -> Schema:
             "post": _op("rekey", "Open a new epoch now (normally automatic)",
                         ("201", "the epoch entry", "EntryRef"), errors="400 403 404 409",
                         params=[_ROOM])},
+        "/v1/rooms/{room}/history-shares": {
+            "post": _op("shareHistory", "Approve a new device of this device's person: "
+                        "invite it and seal it every epoch key of the room this device "
+                        "holds and it lacks (Messenger.share_history)",
+                        ("201", "shared (or only invited)", "HistoryShared"),
+                        errors=f"{_BODY_ERR} 404", body="ShareHistory", params=[_ROOM],
+                        error_text={"404": "unknown room, or the device is not another "
+                                           "active device of this device's person"})},
         "/v1/rooms/{room}/attachments": {
             "post": _op("uploadAttachment", "Send a file as a voice, image, document or "
                         "video message: the request body is the file's bytes",

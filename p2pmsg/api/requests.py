@@ -43,8 +43,10 @@ __all__ = [
     "parse_create_room",
     "parse_event_id",
     "parse_hex",
+    "parse_history_share",
     "parse_limit",
     "parse_member",
+    "parse_relay",
     "parse_revoke",
     "parse_send",
     "parse_upload",
@@ -167,6 +169,17 @@ def parse_revoke(value: Any) -> RevokeRequest:
     """POST /v1/admin/revocations."""
     obj = _checked(value, "Revoke")
     return RevokeRequest(bytes.fromhex(obj["device"]), obj.get("reason", ""))
+
+
+def parse_relay(value: Any) -> tuple[bytes, bytes]:
+    """POST /v1/rooms/{room}/relays: (node key, organisation)."""
+    obj = _checked(value, "RelaySpec")
+    return bytes.fromhex(obj["node"]), bytes.fromhex(obj["org"])
+
+
+def parse_history_share(value: Any) -> bytes:
+    """POST /v1/rooms/{room}/history-shares: the device to share the history with."""
+    return bytes.fromhex(_checked(value, "ShareHistory")["device"])
 
 
 def parse_send(value: Any) -> Content | ReadRequest:

@@ -22,7 +22,15 @@ from .exitcodes import exit_code_for
 from .governance_cmds import add_governance_commands
 from .init_cmds import cmd_node_init, cmd_org_init
 from .node_cmds import cmd_peers, cmd_run, cmd_status
-from .room_cmds import cmd_download, cmd_read, cmd_rooms, cmd_rooms_create, cmd_send
+from .room_cmds import (
+    cmd_download,
+    cmd_read,
+    cmd_rooms,
+    cmd_rooms_create,
+    cmd_rooms_relay,
+    cmd_rooms_share_history,
+    cmd_send,
+)
 from .store_cmds import cmd_append, cmd_backup, cmd_log, cmd_topics, cmd_verify
 
 __all__ = ["build_parser", "main"]
@@ -68,6 +76,31 @@ def _add_room_commands(sub: Any, cfg: argparse.ArgumentParser) -> None:
     c.add_argument("--name", default="", help="a local label for the room (not replicated)")
     c.add_argument("--direct", action="store_true", help="a direct (1:1) room")
     c.set_defaults(handler=cmd_rooms_create)
+    c = rooms_sub.add_parser(
+        "share-history", parents=[_config_parent(suppress=True)],
+        help="approve another device of this node's person: invite it to a room and "
+             "give it the room's earlier epoch keys")
+    c.add_argument("room", metavar="ROOM", help="room id (64 hex digits) or its local name")
+    c.add_argument("device", metavar="DEVICE",
+                   help="the other device's id (64 hex digits), certified for the same "
+                        "person")
+    c.set_defaults(handler=cmd_rooms_share_history)
+    c = rooms_sub.add_parser(
+        "relay", parents=[_config_parent(suppress=True)],
+        help="declare (room admins) which organisations' nodes relay a room: they "
+             "replicate its ciphertext, are not members and get no keys")
+    relay_sub = c.add_subparsers(dest="relay_action", metavar="ACTION", required=True)
+    for action, text in (("add", "make NODE (of --org ORG) a relay of ROOM"),
+                         ("remove", "stop NODE relaying ROOM"),
+                         ("list", "the relays ROOM declares")):
+        r = relay_sub.add_parser(action, parents=[_config_parent(suppress=True)], help=text)
+        r.add_argument("room", metavar="ROOM", help="room id (64 hex digits) or its local name")
+        if action != "list":
+            r.add_argument("node", metavar="NODE", help="the node's key (64 hex digits)")
+        if action == "add":
+            r.add_argument("--org", required=True, metavar="ORG",
+                           help="the organisation the federation list names the node under")
+        r.set_defaults(handler=cmd_rooms_relay)
     p = sub.add_parser("send", parents=[cfg],
                        help="send a text or a file to a room (via the daemon)")
     p.add_argument("room", metavar="ROOM", help="room id (64 hex digits) or its local name")

@@ -1,5 +1,5 @@
-"""``p2pmsg rooms``, ``rooms create``, ``send``, ``read`` and ``download``: clients of
-the running daemon.
+"""``p2pmsg rooms``, ``rooms create``, ``rooms share-history``, ``rooms relay``,
+``send``, ``read`` and ``download``: clients of the running daemon.
 
 These commands talk to the daemon's local HTTP API (``[api] enabled = true``)
 through :mod:`p2pmsg.cli.api_client`; the daemon holds the store and the keys.
@@ -11,7 +11,9 @@ attachment message; ``download`` asks the daemon for an attachment (fetched from
 peers if needed) and writes it to ``--out``. Both show their progress on stderr
 (:class:`~p2pmsg.daemon.progress.TransferProgress`: one rewritten line on a
 terminal, otherwise a plain line every few seconds and a final one), so stdout
-keeps only the ``sent ...`` / ``wrote ...`` result.
+keeps only the ``sent ...`` / ``wrote ...`` result. ``rooms relay add|remove|list``
+declares (as a room admin) which nodes of which organisations relay a room: a
+RELAY_ADD / RELAY_REMOVE entry in the room (docs/messaging.md, "Relays").
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ from ..daemon.config import DaemonConfig
 from ..daemon.progress import TransferProgress
 from .api_client import ApiClient, ApiRequestError, locate_api
 
-__all__ = ["cmd_download", "cmd_read", "cmd_rooms", "cmd_rooms_create", "cmd_send",
-           "format_message", "format_size"]
+__all__ = ["cmd_download", "cmd_read", "cmd_rooms", "cmd_rooms_create", "cmd_rooms_relay",
+           "cmd_rooms_share_history", "cmd_send", "format_message", "format_size",
+           "relay_command", "share_history"]
 
 _ATTACHMENT_KINDS = ("voice", "image", "document", "video")
 
@@ -87,6 +90,60 @@ def cmd_rooms_create(config: DaemonConfig, args: argparse.Namespace) -> int:
         body["name"] = args.name
     room = client.call("POST", "/v1/rooms", body)
     print(_room_line(room))
+    return 0
+
+
+def share_history(client: ApiClient, room_text: str, device: str) -> str:
+    """Ask the daemon to approve ``device`` (another device of this node's person)
+    for room ``room_text`` (id or local name); returns the line to print."""
+    if not _is_id(device):
+        raise ApiRequestError(400, f"DEVICE {device[:70]!r}: expected a device id "
+                                   "(64 hex digits)")
+    room = _room_id(client, room_text)
+    answer = client.call("POST", f"/v1/rooms/{room}/history-shares",
+                         {"device": device.lower()})
+    if answer.get("id") is None:
+        return (f"invited {device.lower()} to room {room}; it already holds every "
+                "epoch key this device has (nothing to share)")
+    return f"shared the history of room {room} with {device.lower()} (entry {answer['id']})"
+
+
+def cmd_rooms_share_history(config: DaemonConfig, args: argparse.Namespace) -> int:
+    print(share_history(locate_api(config), args.room, args.device))
+    return 0
+
+
+def relay_command(client: ApiClient, action: str, room_text: str, node: str | None = None,
+                  org: str | None = None) -> str:
+    """``rooms relay add|remove|list``: ask the daemon to declare ``node`` (of ``org``)
+    a relay of the room, to stop it, or list the relays; returns the text to print."""
+    for name, value in (("NODE", node), ("--org", org)):
+        if value is not None and not _is_id(value):
+            raise ApiRequestError(400, f"{name} {value[:70]!r}: expected a key id "
+                                       "(64 hex digits)")
+    if action == "add" and (node is None or org is None):
+        raise ApiRequestError(400, "rooms relay add: give NODE and --org ORG")
+    if action == "remove" and node is None:
+        raise ApiRequestError(400, "rooms relay remove: give NODE")
+    room = _room_id(client, room_text)
+    base = f"/v1/rooms/{room}/relays"
+    if action == "add":
+        assert node is not None and org is not None
+        answer = client.call("POST", base, {"node": node.lower(), "org": org.lower()})
+        return f"node {node.lower()} relays room {room} (entry {answer['id']})"
+    if action == "remove":
+        assert node is not None
+        answer = client.call("DELETE", f"{base}/{node.lower()}")
+        return f"node {node.lower()} no longer relays room {room} (entry {answer['id']})"
+    relays = client.call("GET", base)["relays"]
+    if not relays:
+        return f"room {room} has no relays"
+    return "\n".join(f"{r['node']}  org {r['org']}" for r in relays)
+
+
+def cmd_rooms_relay(config: DaemonConfig, args: argparse.Namespace) -> int:
+    print(relay_command(locate_api(config), args.relay_action, args.room,
+                        getattr(args, "node", None), getattr(args, "org", None)))
     return 0
 
 

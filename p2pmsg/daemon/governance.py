@@ -84,6 +84,7 @@ from ..messaging.errors import DecryptionError
 from ..messaging.org import OrgState, control_topic
 from ..messaging.payloads import Sealed
 from ..messaging.room import RoomView, resolve_room
+from ..messenger.invitations import open_invitation
 from ..messenger.keyring import Keyring
 from ..store.base import Store
 from .logsetup import event
@@ -495,6 +496,36 @@ class Governance:
             event("changes_audited", records=written)
         self.enforce_redactions(views)
         return len(views)
+
+    def invited_rooms(self, org_id: bytes, seen: set[bytes]) -> list[bytes]:
+        """Rooms this node was invited to (invitations sealed to its key in its
+        organisation's control topic — a room admin's ``add_relay`` or ``add_member``
+        writes one), from an active device of a listed organisation; each is made
+        known to the policy (:meth:`~p2pmsg.governance.GovernancePolicy.expect_room`)
+        so the node may ask its peers for it. ``seen``: invitation entry ids already
+        handled (updated). For nodes without the API's messenger, which does the same
+        for its device (:meth:`p2pmsg.messenger.Messenger.accept_invitations`)."""
+        orgs = self._orgs()
+        now = self.clock()
+        active = {device: org for org, state in orgs.items()
+                  for device in state.active_devices(now)}
+        rooms: list[bytes] = []
+        topic = control_topic(org_id)
+        for head in self.store.heads(topic):
+            if head.author == self.identity.public_key:
+                continue
+            for entry in self.store.get_range(head.author, topic, 1, head.seq):
+                inviter_org = active.get(entry.author)
+                if entry.id in seen or inviter_org is None:
+                    continue  # not yet certified here: looked at again next time
+                seen.add(entry.id)
+                payload = self.store.get_payload(entry.id)
+                room = (open_invitation(self.identity, payload)
+                        if isinstance(payload, bytes) else None)
+                if room is not None:
+                    self.policy.expect_room(room, (inviter_org, org_id))
+                    rooms.append(room)
+        return rooms
 
     def enforce_redactions(self, views: list[RoomView]) -> int:
         """Apply every room's redactions on this node (members with their epoch keys,

@@ -159,6 +159,18 @@ class _CountingGovernance(Governance):
         return plan
 
 
+async def _take_invitations(node: Node, gov: Governance, org_id: bytes) -> None:
+    """Replicate the rooms this node is invited to (a relay declared by a room admin)
+    — what the API's messenger does for a device, for a node running without it."""
+    seen: set[bytes] = set()
+    while True:
+        rooms = gov.invited_rooms(org_id, seen)
+        added = node.add_topics(rooms) if rooms else []
+        if added:
+            event("rooms_invited", rooms=len(added))
+        await trio.sleep(gov.config.reload_interval)
+
+
 async def _fetch_attachments(node: Node, store: SqliteStore, org_ids: list[bytes],
                              interval: float) -> None:
     """Fetch the blobs that clear attachment refs of stored rooms name, so this node
@@ -333,6 +345,10 @@ async def run_daemon(
                                                started_wall, api_url=api_url))
                     if gov is not None:
                         nursery.start_soon(gov.run)
+                    if gov is not None and config.org_id and not config.api.enabled:
+                        # no messenger here: take room invitations (relay declarations)
+                        nursery.start_soon(partial(_take_invitations, node, gov,
+                                                   config.org_id))
                     if config.fetch_attachments:
                         nursery.start_soon(partial(_fetch_attachments, node, store,
                                                    [config.org_id or b"", *orgs],

@@ -2,7 +2,8 @@
 
 Theory of operation
 -------------------
-Membership entries (room creation, add, remove, leave, role change), epoch-key
+Membership entries (room creation, add, remove, leave, role change, relay add and
+remove), epoch-key
 entries and device revocations are plaintext structure: every node that stores a
 room or an organisation's control topic — members and relays — can resolve them.
 :func:`record_changes` walks the resolved views (:class:`~p2pmsg.messaging.room.RoomView`
@@ -11,8 +12,10 @@ one audit record per *accepted* change it has not recorded before:
 
 =====================  ==========================================================
 MEMBERSHIP_CHANGED     ``ref`` (entry id), ``topic``, ``action`` (create, add,
-                       remove, leave, role), ``by`` and ``device`` (short ids),
-                       ``role``, ``members`` (count after the change, creation)
+                       remove, leave, role, relay_add, relay_remove), ``by`` and
+                       ``device`` (short ids), ``role``, ``members`` (count
+                       after the change, creation); relay actions name ``node``
+                       (short id) and, for relay_add, ``org`` (short id)
 KEY_ROTATED            ``ref`` (the EPOCH_KEYS entry id = epoch id), ``topic``,
                        ``by``, ``recipients`` (count)
 DEVICE_REVOKED         ``ref`` (hash of org, device, effective time), ``org``,
@@ -45,6 +48,8 @@ from ..messaging.payloads import (
     MemberLeave,
     MemberRemove,
     MemberRole,
+    RelayAdd,
+    RelayRemove,
     RoomCreate,
 )
 from ..messaging.room import RoomView
@@ -90,12 +95,19 @@ def _room_change(entry: Entry, payload: object, view: RoomView) -> tuple[AuditKi
         case MemberLeave():
             return AuditKind.MEMBERSHIP_CHANGED, {**base, "action": "leave",
                                                   "device": short_id(entry.author)}
+        case RelayAdd(node, org):
+            return AuditKind.MEMBERSHIP_CHANGED, {**base, "action": "relay_add",
+                                                  "node": short_id(node), "org": short_id(org)}
+        case RelayRemove(node):
+            return AuditKind.MEMBERSHIP_CHANGED, {**base, "action": "relay_remove",
+                                                  "node": short_id(node)}
         case EpochKeys(recipients):
             return AuditKind.KEY_ROTATED, {**base, "recipients": len(recipients)}
     raise ValueError("not a membership or key change")
 
 
-_CHANGES = (RoomCreate, MemberAdd, MemberRemove, MemberRole, MemberLeave, EpochKeys)
+_CHANGES = (RoomCreate, MemberAdd, MemberRemove, MemberRole, MemberLeave, EpochKeys, RelayAdd,
+            RelayRemove)
 
 
 def record_changes(audit: AuditLog, views: Iterable[RoomView],

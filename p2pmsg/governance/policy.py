@@ -25,8 +25,7 @@ TI-Messenger way:
        peer's organisation has a *current* member device in it that the local
        policy lets count (:meth:`LocalPolicy.member_counts`: not a denied person;
        in an organisation admitted only for some persons, one of those), or the
-       peer is a
-       declared relay of that room (:meth:`GovernancePolicy.declare_relay`); or
+       peer is a relay of that room (see "Relays" below); or
      * the topic is the control topic of an organisation on the current federation
        list (root-signed certificates and revocations: every partner needs them to
        verify devices, including before the first shared room exists — the privacy
@@ -34,6 +33,24 @@ TI-Messenger way:
 
      A room this node was *invited* to is known provisionally from the invitation
      (:meth:`GovernancePolicy.expect_room`) until its own entries arrive.
+
+**Relays.** A room admin declares relays *in the room* (RELAY_ADD / RELAY_REMOVE
+entries, :attr:`~p2pmsg.messaging.room.RoomView.relays`: node key -> organisation),
+so the declaration is replicated, resolved deterministically at its place in the
+room's total order on every node, and audited (:mod:`.changes`, actions
+``relay_add`` / ``relay_remove``). :meth:`GovernancePolicy.update_room` takes the
+view's relays as the room's *declared-in-room* relays, replacing the previous
+view's (so a RELAY_REMOVE takes effect at the next update and open sessions lose
+the room through the change listeners). Such a relay may read the room only while
+the federation list names its node key under the organisation the declaration
+gives (a node key moved to another organisation is not a relay any more).
+:meth:`GovernancePolicy.declare_relay` remains for library users and tests: it
+adds a *local* relay that no view replaces or removes (any listed organisation);
+a node reads the room if it is a relay in either set. A relay node itself asks
+its peers for a room it relays only once its own policy knows the room: before
+the room's entries reach it, its operator makes it known provisionally with
+:meth:`GovernancePolicy.expect_room` (the member organisations), as an invitation
+does for a member device.
 
 Anything else — unknown topics, rooms the peer's organisation has no part in — is
 denied. An organisation therefore never receives a single entry of such a room,
@@ -156,6 +173,9 @@ class _Room:
     members: tuple[tuple[bytes, bytes], ...] = ()
     """(device, org) of the view's members, kept to recount when rules change."""
     relays: set[bytes] = field(default_factory=set)
+    """Node keys declared relays locally (:meth:`GovernancePolicy.declare_relay`)."""
+    view_relays: Mapping[bytes, bytes] = field(default_factory=dict)
+    """node key -> organisation: the relays the room's latest view declares."""
     expected: frozenset[bytes] = frozenset()
     """Organisations an invitation says take part (:meth:`GovernancePolicy.expect_room`),
     kept until the room's own entries show them all (then the view alone counts)."""
@@ -168,7 +188,8 @@ class GovernancePolicy:
 
     Keep it fed: call :meth:`update_room` whenever a room's view changes (the node
     already recomputes :class:`~p2pmsg.messaging.room.RoomState` on every stored
-    entry) and :meth:`declare_relay` for rooms this node relays. A membership
+    entry); the room's relays come with its view (RELAY_ADD entries), and
+    :meth:`declare_relay` adds local ones. A membership or relay
     change takes effect for new sessions (the sync machine asks ``may_read`` at
     handshake); every change also calls the listeners registered with
     :meth:`add_change_listener` — the node registers its
@@ -217,7 +238,9 @@ class GovernancePolicy:
 
     # --- feeding -------------------------------------------------------------------
     def update_room(self, view: RoomView) -> None:
-        """Record which organisations currently have a member device in the room.
+        """Record which organisations currently have a member device in the room, and
+        which nodes the room declares relays (replacing the previous view's relays;
+        relays from :meth:`declare_relay` are kept).
 
         A provisional entry from :meth:`expect_room` is kept (added to the view's
         organisations) until the view names every expected organisation: a view
@@ -227,7 +250,10 @@ class GovernancePolicy:
             room = self._rooms[view.topic] = _Room(frozenset())
         room.viewed = True
         room.members = tuple((m.device, m.org) for m in view.members.values())
-        if self._recount(room):
+        relays_changed = room.view_relays != view.relays
+        if relays_changed:
+            room.view_relays = dict(view.relays)
+        if self._recount(room) or relays_changed:
             self.notify_changed()
 
     def _recount(self, room: _Room) -> bool:
@@ -299,7 +325,12 @@ class GovernancePolicy:
             self.notify_changed()
 
     def declare_relay(self, topic: bytes, node_key: bytes) -> None:
-        """Let ``node_key`` (a listed node) replicate ``topic`` as a relay (ciphertext only)."""
+        """Let ``node_key`` (a listed node) replicate ``topic`` as a relay (ciphertext only).
+
+        A *local* declaration (library use, tests): it is not replicated nor audited,
+        no view removes it, and it admits the key whatever organisation lists it. In a
+        deployment an admin declares relays in the room instead (RELAY_ADD, fed
+        through :meth:`update_room`); the two sets are combined (either admits)."""
         relays = self._rooms.setdefault(topic, _Room(frozenset())).relays
         if node_key not in relays:
             relays.add(node_key)
@@ -308,6 +339,14 @@ class GovernancePolicy:
     def room_orgs(self, topic: bytes) -> frozenset[bytes]:
         room = self._rooms.get(topic)
         return room.orgs if room is not None else frozenset()
+
+    def room_relays(self, topic: bytes) -> dict[bytes, bytes | None]:
+        """node key -> organisation of ``topic``'s relays: the view's, and local ones
+        (:meth:`declare_relay`, organisation None)."""
+        room = self._rooms.get(topic)
+        if room is None:
+            return {}
+        return {**dict.fromkeys(room.relays), **room.view_relays}
 
     # --- the Policy protocol -----------------------------------------------------------
     def decide_peer(self, peer_id: bytes) -> PeerDecision:
@@ -330,7 +369,8 @@ class GovernancePolicy:
         org = decision.org
         room = self._rooms.get(topic)
         if room is not None:
-            return org in room.orgs or peer_id in room.relays
+            return (org in room.orgs or peer_id in room.relays
+                    or room.view_relays.get(peer_id) == org)
         return self._may_read_control(org, topic)
 
     def _may_read_control(self, org: bytes, topic: bytes) -> bool:

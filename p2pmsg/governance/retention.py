@@ -77,14 +77,16 @@ __all__ = [
 
 DAY_MS = 24 * 3600 * 1000
 _STRUCTURE_ROOM_KINDS = frozenset({Kind.ROOM_CREATE, Kind.MEMBER_ADD, Kind.MEMBER_REMOVE,
-                                   Kind.MEMBER_LEAVE, Kind.MEMBER_ROLE, Kind.EPOCH_KEYS})
+                                   Kind.MEMBER_LEAVE, Kind.MEMBER_ROLE, Kind.EPOCH_KEYS,
+                                   Kind.RELAY_ADD, Kind.RELAY_REMOVE})
 
 
 class PayloadClass(enum.Enum):
     CONTENT = "content"
     """What a person wrote (a SEALED room payload): subject to retention and erasure."""
     STRUCTURE = "structure"
-    """Membership, epoch keys, certificates, revocations: needed to resolve state; kept."""
+    """Membership, relays, epoch keys, certificates, revocations: needed to resolve
+    state; kept."""
     UNKNOWN = "unknown"
     """Not a payload kind this version knows (or not a messaging frame at all)."""
 

@@ -36,6 +36,8 @@ from .payloads import (
     MemberRemove,
     MemberRole,
     MemberSpec,
+    RelayAdd,
+    RelayRemove,
     RoomCreate,
     RoomKind,
     RoomRole,
@@ -49,6 +51,8 @@ __all__ = [
     "compose_leave",
     "compose_message",
     "compose_rekey",
+    "compose_relay_add",
+    "compose_relay_remove",
     "compose_remove",
     "compose_role",
     "compose_room",
@@ -106,6 +110,23 @@ def compose_role(state: RoomState, me: Identity, device: bytes, role: RoomRole) 
     if device not in state.members:
         raise NotPermitted("the device is not a member")
     return encode_room_payload(MemberRole(device, role))
+
+
+def compose_relay_add(state: RoomState, me: Identity, node: bytes, org: bytes) -> bytes:
+    """Declare ``node`` (a node key of organisation ``org``) a relay of the room: it may
+    replicate the room's ciphertext. No rekey: a relay never gets the room key."""
+    _require_admin(state, me)
+    if node in state.view.relays:
+        raise NotPermitted("the node is already a relay of the room")
+    return encode_room_payload(RelayAdd(node, org))
+
+
+def compose_relay_remove(state: RoomState, me: Identity, node: bytes) -> bytes:
+    """``node`` stops being a relay of the room (its sessions lose the room)."""
+    _require_admin(state, me)
+    if node not in state.view.relays:
+        raise NotPermitted("the node is not a relay of the room")
+    return encode_room_payload(RelayRemove(node))
 
 
 def compose_leave(state: RoomState, me: Identity) -> bytes:

@@ -50,6 +50,10 @@ class Kind(enum.IntEnum):
     SEALED = 38
     """An encrypted message content (XChaCha20-Poly1305 under an epoch key); v2 adds
     clear, signed refs (attachment roots, redacted entry) for relays."""
+    RELAY_ADD = 39
+    """Declare a node (of an organisation) a relay of the room: it may replicate the
+    room's ciphertext; it is not a member (cannot write, gets no keys)."""
+    RELAY_REMOVE = 40
 
     # --- organisation control topic -----------------------------------------------
     CERTIFICATE = 64

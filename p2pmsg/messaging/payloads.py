@@ -16,6 +16,8 @@ EPOCH_KEYS    ``[[device, sealed epoch secret], ...]``               anyone (key
 SEALED        epoch id, nonce, ciphertext of a content               epoch key holders
               (v2 adds clear refs: attachment blob roots, redacted  anyone (signed,
               entry id — see :class:`ClearRefs`)                     AEAD-bound)
+RELAY_ADD     node key, org                                          anyone
+RELAY_REMOVE  node key                                               anyone
 ============  =====================================================  =============
 
 Membership and key-distribution payloads are plaintext on purpose: they are signed by
@@ -23,6 +25,11 @@ the entry, every node must be able to enforce the permission rules, and a member
 added later must be able to recompute the membership from the first entry. They
 name device keys and organisation ids only — never people or patients. Everything a
 person writes is a SEALED payload (:mod:`.crypto`).
+
+RELAY_ADD / RELAY_REMOVE (written by a room admin) declare which always-on **nodes**
+(node keys of the federation list, with the organisation running them) may
+replicate the room's ciphertext as relays: need-to-know lets a relay hold the room
+without being a member (:mod:`.room`, :mod:`p2pmsg.governance.policy`).
 
 SEALED **version 2** (what this version writes) is
 ``[38, 2, epoch, nonce, ciphertext, blobs, redacts]``: besides the ciphertext it
@@ -64,6 +71,8 @@ __all__ = [
     "MemberRemove",
     "MemberRole",
     "MemberSpec",
+    "RelayAdd",
+    "RelayRemove",
     "RoomCreate",
     "RoomKind",
     "RoomPayload",
@@ -148,6 +157,21 @@ class MemberRole:
 
 
 @dataclass(frozen=True, slots=True)
+class RelayAdd:
+    """Declare ``node`` (a node key of organisation ``org``) a relay of the room."""
+
+    node: bytes
+    org: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RelayRemove:
+    """``node`` is no longer a relay of the room."""
+
+    node: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class EpochKeys:
     """A new epoch: a fresh secret sealed to each recipient device.
 
@@ -205,7 +229,7 @@ class UnknownPayload:
 
 RoomPayload: TypeAlias = (
     RoomCreate | MemberAdd | MemberRemove | MemberLeave | MemberRole | EpochKeys | Sealed
-    | UnknownPayload
+    | RelayAdd | RelayRemove | UnknownPayload
 )
 
 
@@ -249,6 +273,10 @@ def _encode(p: RoomPayload) -> bytes:
             if version != SEALED_VERSION:
                 raise ValueError(f"sealed payload version {version} cannot be written")
             return encode(Kind.SEALED, version, epoch, nonce, ciphertext, *refs.to_cbor())
+        case RelayAdd(node, org):
+            return encode(Kind.RELAY_ADD, v[Kind.RELAY_ADD], node, org)
+        case RelayRemove(node):
+            return encode(Kind.RELAY_REMOVE, v[Kind.RELAY_REMOVE], node)
         case UnknownPayload():
             raise ValueError("an unknown payload cannot be written")
     raise ValueError(f"not a room payload: {type(p).__name__}")
@@ -317,6 +345,12 @@ def _decode_known(kind: Kind, frame: Frame) -> RoomPayload:
     if kind is Kind.EPOCH_KEYS:
         (recipients,) = check_fields(frame, what, [_recipients])
         return EpochKeys(tuple((d, s) for d, s in recipients))
+    if kind is Kind.RELAY_ADD:
+        node, org = check_fields(frame, what, [is_b32, is_b32])
+        return RelayAdd(node, org)
+    if kind is Kind.RELAY_REMOVE:
+        (node,) = check_fields(frame, what, [is_b32])
+        return RelayRemove(node)
     sealed = [is_b32, is_bytes(AEAD_NONCE_SIZE), is_blob(1 << 20)]  # SEALED
     if frame.version == 1:
         epoch, nonce, ciphertext = check_fields(frame, what, sealed)

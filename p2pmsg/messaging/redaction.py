@@ -33,6 +33,15 @@ the timeline keeps showing the target as REDACTED from it), plus what must go:
 * the attachment blob roots the target referenced (their chunks and manifest):
   its clear refs (v2), or its decrypted descriptor (v1, members only).
 
+Each tombstone also names the entries it erases that were **not messages**
+(:attr:`RedactionTombstone.folded`: the edits, and the target itself when a v2
+redaction named an edit or a reaction), with the message each was folded into.
+Once erased, such an entry is a header without payload, which the timeline could
+not tell from a message whose payload is missing; given these names
+(:func:`folded_entries`), :func:`~.timeline.decrypt_timeline` leaves them out, so
+the room reads the same before and after enforcement (the messenger keeps them,
+:meth:`p2pmsg.messenger.Messenger.apply_redactions`).
+
 Reactions and replies are other people's content and stay; only SEALED payloads
 are ever listed (a room payload of a newer, unknown kind is kept, as retention
 keeps it). Execute a plan with
@@ -43,15 +52,15 @@ Planning again after erasure is harmless: erased payloads are no longer listed
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, MutableMapping
+from dataclasses import dataclass, field
 
 from .content import Attachment, Content, Edit, Reaction, ReadReceipt, Redaction
 from .payloads import RoomRole, Sealed, UnknownPayload
 from .room import Applied, RoomView
 from .timeline import open_cached
 
-__all__ = ["RedactionTombstone", "plan_redactions"]
+__all__ = ["RedactionTombstone", "folded_entries", "plan_redactions"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +80,17 @@ class RedactionTombstone:
     """Entry ids whose payloads are still present and must be erased, sorted."""
     blobs: tuple[bytes, ...]
     """Attachment blob roots the target referenced (known only while its payload is)."""
+    folded: tuple[tuple[bytes, bytes], ...] = field(default=(), compare=False)
+    """(entry id, id of the message it modifies) for the entries of :attr:`erase`
+    that are not messages — the edits, or a target that is an edit or a reaction —
+    sorted. Known only to a node that decrypts them, while their payloads are (see
+    the module docstring); a relay's are empty, so it is left out of comparisons."""
+
+
+def folded_entries(tombstones: Iterable[RedactionTombstone]) -> dict[bytes, bytes]:
+    """Entry id -> the message it was folded into, for every erased non-message the
+    tombstones name: what :func:`~.timeline.decrypt_timeline` takes as ``folded``."""
+    return {eid: into for stone in tombstones for eid, into in stone.folded}
 
 
 @dataclass
@@ -79,6 +99,8 @@ class _Target:
     """:func:`_author` of the entry (its person where it has one, else its device)."""
     blobs: tuple[bytes, ...]
     present: bool
+    modifies: bytes | None = None
+    """The message a decrypted edit or reaction modifies (it is no message itself)."""
 
 
 def _author(applied: Applied) -> bytes:
@@ -145,7 +167,8 @@ def plan_redactions(
         blobs = payload.refs.blobs
         if not v2 and isinstance(content, Attachment):  # v1: only a member knows
             blobs = (content.descriptor.content_hash,)
-        clear[entry.id] = _Target(_author(applied), blobs, True)
+        modifies = content.target if isinstance(content, Edit | Reaction) else None
+        clear[entry.id] = _Target(_author(applied), blobs, True, modifies)
         match content:
             case None:
                 messages[entry.id] = _Target(_author(applied), blobs, True)
@@ -161,8 +184,12 @@ def plan_redactions(
     for target, (redaction, redactor, timestamp) in applied_by.items():
         msg = chosen[target]
         erase = {eid for eid, author in edits.get(target, ()) if author == msg.author}
+        folded = {eid: target for eid in erase}
         if msg.present:
             erase.add(target)
+            if msg.modifies is not None:
+                folded[target] = msg.modifies
         out.append(RedactionTombstone(view.topic, redaction, target, redactor, timestamp,
-                                      tuple(sorted(erase)), msg.blobs))
+                                      tuple(sorted(erase)), msg.blobs,
+                                      tuple(sorted(folded.items()))))
     return out

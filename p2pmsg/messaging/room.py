@@ -18,7 +18,10 @@ organisations' :class:`~p2pmsg.messaging.org.OrgState`):
      must accept the entry (certificate valid at its time, not revoked);
    * MEMBER_ADD, MEMBER_REMOVE and MEMBER_ROLE need the author to be an admin at
      that point; MEMBER_LEAVE removes the author; any member may write
-     EPOCH_KEYS, SEALED and unknown-kind payloads.
+     EPOCH_KEYS, SEALED and unknown-kind payloads;
+   * RELAY_ADD and RELAY_REMOVE need an admin too; RELAY_ADD of a node that is a
+     relay already is ALREADY_RELAY, RELAY_REMOVE of a node that is not one is
+     TARGET_NOT_RELAY.
 
    Entries failing a check are *rejected* (listed with a :class:`Rejection`, never
    deleted). Two admins removing each other concurrently: the one ordered first
@@ -45,6 +48,13 @@ states): a device certified later for a member person becomes a member device
 when the org state is updated — :meth:`RoomState.active_members` then differs
 from the epoch's recipients (MEMBERSHIP_CHANGED) and the next send seals the new
 epoch to it; revoking one device rotates the epoch away from it only.
+
+**Relays are not members.** :attr:`RoomView.relays` (node key -> organisation)
+lists the nodes an admin declared relays (RELAY_ADD, until a RELAY_REMOVE): the
+governance policy lets them replicate the room's ciphertext (need-to-know), and
+nothing else — a relay's own entries are NOT_MEMBER, it is never an epoch
+recipient and :meth:`RoomState.active_members` never lists it, so declaring or
+removing a relay does not rotate the epoch.
 
 Because the state is a function of the whole set, arrival order cannot matter;
 tests/test_messaging_room.py checks that with hypothesis over many orders.
@@ -73,6 +83,8 @@ from .payloads import (
     MemberLeave,
     MemberRemove,
     MemberRole,
+    RelayAdd,
+    RelayRemove,
     RoomCreate,
     RoomKind,
     RoomPayload,
@@ -108,6 +120,10 @@ class Rejection(enum.Enum):
     TARGET_NOT_MEMBER = "target_not_member"
     ALREADY_MEMBER = "already_member"
     WRONG_TOPIC = "wrong_topic"
+    ALREADY_RELAY = "already_relay"
+    """RELAY_ADD of a node that is a relay of the room already."""
+    TARGET_NOT_RELAY = "target_not_relay"
+    """RELAY_REMOVE of a node that is not a relay of the room."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +182,9 @@ class RoomView:
     """Accepted entries (the creation entry first) in the total order."""
     rejected: Mapping[bytes, Rejection]
     epochs: tuple[Epoch, ...]
+    relays: Mapping[bytes, bytes] = field(default_factory=dict)
+    """node key -> organisation of the nodes declared relays (RELAY_ADD, not removed
+    since): they may replicate the room's ciphertext; they are not members."""
 
     @property
     def exists(self) -> bool:
@@ -242,6 +261,7 @@ class _Resolver:
     members: dict[bytes, Member] = field(default_factory=dict)
     applied: list[Applied] = field(default_factory=list)
     epochs: list[Epoch] = field(default_factory=list)
+    relays: dict[bytes, bytes] = field(default_factory=dict)
 
     def run(self, first: Entry, create: RoomCreate, entries: Mapping[bytes, Entry]) -> RoomView:
         self._admit(create.creator, create.creator_org, RoomRole.ADMIN, first.id)
@@ -258,7 +278,7 @@ class _Resolver:
                 self.rejected[entry.id] = problem
         return RoomView(
             self.topic, create, dict(self.members), tuple(self.applied), self.rejected,
-            tuple(self.epochs),
+            tuple(self.epochs), dict(self.relays),
         )
 
     @classmethod
@@ -272,7 +292,7 @@ class _Resolver:
         be restored from the view here (tests/test_messaging_room.py compares the
         incremental state with :func:`resolve_room` and fails otherwise)."""
         return cls(view.topic, orgs, payloads, dict(view.rejected), dict(view.members),
-                   list(view.applied), list(view.epochs))
+                   list(view.applied), list(view.epochs), dict(view.relays))
 
     def _admit(self, device: bytes, org_id: bytes, role: RoomRole, since: bytes) -> bool:
         """Make ``device`` — or, if ``org_id`` certifies it for a person, that person
@@ -334,6 +354,17 @@ class _Resolver:
             case MemberLeave():
                 for d in self._principal_devices(author):
                     del self.members[d]
+            case RelayAdd(node, org_id):
+                if not is_admin:
+                    return Rejection.NOT_ADMIN
+                if node in self.relays:
+                    return Rejection.ALREADY_RELAY
+                self.relays[node] = org_id
+            case RelayRemove(node):
+                if not is_admin:
+                    return Rejection.NOT_ADMIN
+                if self.relays.pop(node, None) is None:
+                    return Rejection.TARGET_NOT_RELAY
             case EpochKeys(recipients):
                 self.epochs.append(Epoch(
                     entry.id, entry.author, entry.header.timestamp, dict(recipients),
@@ -501,6 +532,7 @@ class RoomState:
             self.topic, view.create, dict(r.members), tuple(r.applied),
             dict(r.rejected) if rejected else view.rejected,
             tuple(r.epochs) if len(r.epochs) != len(view.epochs) else view.epochs,
+            dict(r.relays) if r.relays != view.relays else view.relays,
         )
         return self._view
 

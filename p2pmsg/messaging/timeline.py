@@ -19,6 +19,10 @@ author's other device is the author's. Device-only authors are judged per device
 * **read receipt** — latest per device, in :attr:`Timeline.read_up_to`.
 
 Modifiers whose target is unknown, not a message, or not decryptable are ignored.
+An entry whose payload is gone is listed as UNAVAILABLE — unless ``folded`` names
+it: a redaction's plan erased it as an edit or reaction (not a message;
+:func:`~.redaction.folded_entries`), so it stays folded into the message it
+modified, as it was while its payload was there.
 Sealed entries this device cannot open (an epoch it was not given: before it
 joined, after it was removed) appear as :attr:`MessageStatus.UNDECRYPTABLE`;
 entries whose payload is missing or erased as :attr:`MessageStatus.UNAVAILABLE`;
@@ -172,6 +176,7 @@ def decrypt_timeline(
     *,
     previous: tuple[Timeline, int] | None = None,
     changed: set[bytes] | None = None,
+    folded: Mapping[bytes, bytes] | None = None,
 ) -> Timeline:
     """What ``identity``'s device shows for the room, in display order.
 
@@ -188,7 +193,12 @@ def decrypt_timeline(
     first, so ``timeline`` and its messages stay as they were. Messages the new
     entries leave alone are the same objects in both. ``changed``, if given,
     receives the ids of the messages this call created or copied (with
-    ``previous``: exactly the ones that may differ from it)."""
+    ``previous``: exactly the ones that may differ from it).
+
+    ``folded``: entry id -> message, for entries a redaction erased that were no
+    messages (:func:`~.redaction.folded_entries` of the plans executed). Such an
+    entry without payload is not listed (with its payload it folds anyway). With
+    ``previous``, it must be the mapping that timeline was folded with."""
     view = room.view if isinstance(room, RoomState) else room
     keys = open_epoch_keys(view, identity) if keys is None else keys
     messages: dict[bytes, Message] = {}
@@ -217,6 +227,8 @@ def decrypt_timeline(
         entry = applied.entry
         payload = applied.payload
         if payload is None:
+            if folded is not None and entry.id in folded:
+                continue  # an erased edit or reaction: it belongs to its target
             messages[entry.id] = Message(entry.id, entry.author, applied.author_org,
                                          entry.header.timestamp, MessageStatus.UNAVAILABLE, None,
                                          person=applied.author_person)

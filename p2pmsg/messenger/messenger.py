@@ -54,7 +54,7 @@ import trio
 from ..blobs import check_descriptor, describe
 from ..certs import DeviceCertificate
 from ..entry import Entry
-from ..errors import LocalProtocolError
+from ..errors import LocalProtocolError, Reason, ValidationError
 from ..governance.audit import AuditKind
 from ..governance.policy import GovernancePolicy
 from ..governance.redaction import RedactionResult, erase_redactions, redaction_audit_details
@@ -92,11 +92,12 @@ from ..messaging import (
     control_topic,
     decrypt_timeline,
 )
-from ..messaging.crypto import epoch_key, open_secret
+from ..messaging.compose import compose_relay_add, compose_relay_remove
+from ..messaging.crypto import curve25519_public, epoch_key, open_secret
 from ..messaging.errors import DecryptionError
 from ..messaging.payloads import Sealed
-from ..messaging.redaction import RedactionTombstone, plan_redactions
-from ..messaging.room import Applied, RoomView
+from ..messaging.redaction import RedactionTombstone, folded_entries, plan_redactions
+from ..messaging.room import Applied, Epoch, RoomView
 from ..messaging.timeline import open_cached
 from ..node import Node
 from ..node.blobs import ProgressCallback
@@ -210,6 +211,8 @@ class _RoomCache:
     """Display position of each message of the last timeline (messages never move)."""
     planned: tuple[RoomView, dict[bytes, bytes]] | None = None
     """The view and keys redactions were last planned (and enforced) from."""
+    folded: int = 0
+    """How many folded entries (:attr:`Messenger._folded`) ``timeline`` was folded with."""
 
 
 _VERSIONS_KEPT = 32
@@ -258,6 +261,10 @@ class Messenger:
         self.enforce_redactions = enforce_redactions
         """Erase redacted payloads and attachments on this node (:meth:`apply_redactions`)."""
         self._redactions_seen: dict[bytes, tuple[int, int]] = {}
+        self._folded: dict[bytes, dict[bytes, bytes]] = {}
+        """room topic -> entries its executed redaction plans erased that were no
+        messages (edits, reactions) -> the message each modified: the timeline
+        leaves them out once their payloads are gone (ids only, no content)."""
         """room topic -> (entries, missing payloads) when its redactions were last enforced."""
         self._names: dict[bytes, str] = {}
         self._locks: dict[bytes, trio.Lock] = {}
@@ -266,6 +273,10 @@ class Messenger:
         self._watching = False
         self._watch_nursery: trio.Nursery | None = None
         self._invites_seen: set[bytes] = set()
+        self._invited: set[tuple[bytes, bytes]] = set()
+        """(room topic, device) invitations this messenger wrote since it started."""
+        self._devices_checked: dict[bytes, tuple[RoomView, int]] = {}
+        """room topic -> (view, org generation) :meth:`invite_new_devices` last checked."""
         self._shares_seen: set[bytes] = set()
         self._shared: dict[tuple[bytes, bytes], bytes] = {}
         """(room topic, epoch id) -> epoch key shared by a device of this device's person
@@ -514,6 +525,92 @@ class Messenger:
         ctrl = control_topic(org)
         self._ensure_interest([ctrl])
         await self.node.append(ctrl, compose_invitation(device, topic))
+        self._invited.add((topic, device))
+
+    def _uninvited_devices(self, state: RoomState, since: Epoch | None) -> dict[bytes, Member]:
+        """Active member devices of member *persons* that are not recipients of epoch
+        ``since`` (every one if None), this device excluded: a device certified for
+        the person after the epoch was written (see :meth:`invite_new_devices`)."""
+        given = set() if since is None else set(since.recipients)
+        return {d: m for d, m in state.active_members(self._now_ms()).items()
+                if m.person is not None and d != self.device and d not in given}
+
+    async def _invite_new_recipients(self, topic: bytes, previous: Epoch | None,
+                                     state: RoomState) -> None:
+        """After this device wrote an epoch: invite the devices of member persons it
+        sealed to that were not recipients of ``previous`` and that it has not
+        invited itself (the epoch author's half of the rule in
+        :meth:`invite_new_devices`)."""
+        view = state.view
+        current = view.current_epoch
+        if current is None or current is previous:
+            return
+        given = set() if previous is None else set(previous.recipients)
+        for device in sorted(set(current.recipients) - given - {self.device}):
+            member = view.members.get(device)
+            if (member is not None and member.person is not None
+                    and (topic, device) not in self._invited):
+                await self._invite(device, member.org, topic)
+
+    async def invite_new_devices(self) -> list[tuple[bytes, bytes]]:
+        """Invite devices certified for a member person after the person joined a room
+        (their organisation certifies a new device for the person); returns the
+        (room topic, device) pairs invited now. The watcher of
+        :func:`open_messenger` calls it after every new entry.
+
+        A device D of member person P needs an invitation when it is an active
+        member device that is not a recipient of the room's current epoch although
+        P was a member before that epoch (P added later: the adder invited P's
+        devices). Who writes it — so that not every member does:
+
+        * every *other* active device of P that this messenger runs on (the
+          person's own devices, usually few);
+        * if P has no other active device, the room's active admin devices;
+        * and whoever writes the next epoch (:meth:`send`, :meth:`rekey`) invites
+          every device of a member person it seals to that was not a recipient of
+          the previous epoch, so a device is invited even when those devices are
+          offline.
+
+        Each messenger invites a (room, device) at most once while it runs (a
+        restart before the next epoch may repeat it: one small control entry; the
+        invitee ignores a room it already replicates). The invitation only makes D
+        replicate the room: D reads epochs sealed to it from the next one on, and
+        earlier messages only if the person shares them (:meth:`share_history`)."""
+        invited: list[tuple[bytes, bytes]] = []
+        for topic in self._room_topics():
+            state = self._state(topic)
+            view = state.view
+            if not view.exists or self.device not in view.members:
+                continue
+            mark = (view, self._orgs_gen)
+            checked = self._devices_checked.get(topic)
+            if checked is not None and checked[0] is mark[0] and checked[1] == mark[1]:
+                continue
+            self._devices_checked[topic] = mark
+            epoch = view.current_epoch
+            if epoch is None:
+                continue  # the creator invites every member with the first epoch
+            order = {entry_id: i for i, entry_id in enumerate(view.order)}
+            active = state.active_members(self._now_ms())
+            if self.device not in active:
+                continue
+            me = view.members[self.device]
+            for device, member in sorted(self._uninvited_devices(state, epoch).items()):
+                if (topic, device) in self._invited or order.get(
+                        member.since, len(order)) > order[epoch.id]:
+                    continue
+                siblings = {d for d, m in active.items()
+                            if m.principal == member.principal and d != device}
+                if siblings:
+                    if self.device not in siblings:
+                        continue
+                elif me.role is not RoomRole.ADMIN:
+                    continue
+                await self._invite(device, member.org, topic)
+                invited.append((topic, device))
+                log.info("%s: invited %s, a new device of a member person, to room %s",
+                         self, short_id(device), short_id(topic))
+        return invited
 
     def accept_invitations(self) -> list[bytes]:
         """Replicate every room this device was invited to (invitations in its org's
@@ -706,13 +803,49 @@ class Messenger:
         """Make a member an admin or a plain member (admins only)."""
         return await self._change(room, lambda s: compose_role(s, self.identity, device, role))
 
+    def relays(self, room: RoomRef) -> dict[bytes, bytes]:
+        """node key -> organisation of the nodes the room declares relays
+        (:attr:`~p2pmsg.messaging.room.RoomView.relays`). Raises :class:`UnknownRoom`."""
+        return dict(self._room_state(room).view.relays)
+
+    async def add_relay(self, room: RoomRef, node_key: bytes, org: bytes) -> bytes:
+        """Declare ``node_key`` (a node of organisation ``org`` on the federation list)
+        a relay of the room (admins only): every member node's governance policy then
+        lets it replicate the room's ciphertext. It is not a member: it cannot write
+        and gets no keys, so no rekey follows. The relay node is also invited (the
+        room topic sealed to its key in its organisation's control topic), so it
+        starts asking for the room. Returns the RELAY_ADD entry id."""
+        try:
+            curve25519_public(node_key)  # the invitation is sealed to it
+        except ValueError:
+            raise ValidationError(Reason.MALFORMED,
+                                  "relay node key is not a valid Ed25519 public key") from None
+        entry = await self._change(room, lambda s: compose_relay_add(
+            s, self.identity, node_key, org))
+        await self._invite(node_key, org, _topic(room))
+        return entry
+
+    async def remove_relay(self, room: RoomRef, node_key: bytes) -> bytes:
+        """Stop ``node_key`` relaying the room (admins only): member nodes close its
+        sessions for the room (what it already stored stays there, ciphertext only).
+        Returns the RELAY_REMOVE entry id."""
+        return await self._change(room, lambda s: compose_relay_remove(
+            s, self.identity, node_key))
+
     async def leave(self, room: RoomRef) -> bytes:
         """Leave the room; the remaining members rekey on their next message."""
         return await self._change(room, lambda s: compose_leave(s, self.identity))
 
     async def rekey(self, room: RoomRef) -> bytes:
-        """Open a new epoch now (normally automatic when sending)."""
-        return await self._change(room, lambda s: compose_rekey(s, self.identity, self._now_ms()))
+        """Open a new epoch now (normally automatic when sending). Invites the
+        devices of member persons that get an epoch for the first time
+        (:meth:`invite_new_devices`)."""
+        topic = _topic(room)
+        previous = self._room_state(topic).view.current_epoch
+        entry_id = await self._change(room, lambda s: compose_rekey(s, self.identity,
+                                                                    self._now_ms()))
+        await self._invite_new_recipients(topic, previous, self._room_state(topic))
+        return entry_id
 
     async def send(self, room: RoomRef, content: Content) -> bytes:
         """Seal ``content`` for the room and append it; returns the message id.
@@ -720,6 +853,7 @@ class Messenger:
         Rekeys first when the current epoch may not be used. Raises
         :class:`~p2pmsg.messaging.NotPermitted` if this device is not a member."""
         topic = _topic(room)
+        rekeyed: tuple[Epoch | None] | None = None
         async with self._lock(topic):
             for attempt in range(2):
                 state = self._room_state(topic)
@@ -733,10 +867,16 @@ class Messenger:
                     reason = state.rekey_reason(now)
                     log.info("%s: new epoch in room %s (%s)", self, short_id(topic),
                              reason.value if reason is not None else "not sealed to us")
+                    rekeyed = (state.view.current_epoch,)
                     await self._append(topic, compose_rekey(state, self.identity, now), seq)
                     continue
-                return (await self._append(topic, payload, seq)).id
-        raise AssertionError("unreachable")  # pragma: no cover
+                message = (await self._append(topic, payload, seq)).id
+                break
+            else:  # pragma: no cover
+                raise AssertionError("unreachable")
+        if rekeyed is not None:  # after the message: it is what the invitee comes for
+            await self._invite_new_recipients(topic, rekeyed[0], self._room_state(topic))
+        return message
 
     async def send_file(
         self,
@@ -894,6 +1034,9 @@ class Messenger:
             plan = self._plan_redactions(topic, view, self._keys(view))
             if not plan:
                 continue
+            folded = folded_entries(plan)
+            if folded:  # before erasing: the timeline must not list them once erased
+                self._folded.setdefault(topic, {}).update(folded)
             done = erase_redactions(self.node.store, plan, blobs=self.node.blob_store)
             for result in done:
                 self.node.audit.record(AuditKind.REDACTION, **redaction_audit_details(result))
@@ -943,9 +1086,13 @@ class Messenger:
         view = self._room_state(topic).view
         keys = self._keys(view)
         cache = self._room_cache.get(topic)
+        folded = self._folded.get(topic)
         if cache is None:  # a store without an erasure count: nothing is kept
-            return decrypt_timeline(view, self.identity, keys)
+            return decrypt_timeline(view, self.identity, keys, folded=folded)
         previous: tuple[Timeline, int] | None = None
+        if len(folded or ()) != cache.folded:
+            cache.timeline = None  # only grows, and only before an erasure drops caches
+            cache.folded = len(folded or ())
         if cache.timeline is not None and cache.timeline[1] == keys:
             old_view, _, old = cache.timeline
             if old_view is view:
@@ -954,7 +1101,7 @@ class Messenger:
                 previous = (old, len(old_view.applied))
         changed: set[bytes] = set()
         timeline = decrypt_timeline(view, self.identity, keys, self._contents(topic, keys),
-                                    previous=previous, changed=changed)
+                                    previous=previous, changed=changed, folded=folded)
         cache.timeline = (view, keys, timeline)
         if previous is None:
             cache.versions = [(timeline, None)]
@@ -1147,6 +1294,7 @@ class Messenger:
                         await self._changed.park()
                     seen = self._version
                     self.accept_invitations()
+                    await self.invite_new_devices()
                     if self.enforce_redactions:
                         self.apply_redactions()  # rooms with new entries
                     if self.governance is not None:
@@ -1187,8 +1335,10 @@ async def open_messenger(
     """``async with open_messenger(node, my_org, orgs=[...]) as m:`` — a
     :class:`Messenger` on an open node, with its watcher running until the block
     exits: it wakes :meth:`Messenger.live` on any replicated topic's new entries and
-    feeds ``update_room`` of a ``GovernancePolicy`` (given, or the node's policy), and
-    enforces redactions on this node (:meth:`Messenger.apply_redactions`)."""
+    feeds ``update_room`` of a ``GovernancePolicy`` (given, or the node's policy),
+    accepts invitations, invites devices certified later for a member person
+    (:meth:`Messenger.invite_new_devices`), and enforces redactions on this node
+    (:meth:`Messenger.apply_redactions`)."""
     messenger = Messenger(node, org, orgs=orgs, keyring=keyring, rekey_policy=rekey_policy,
                           governance=governance, enforce_redactions=enforce_redactions)
     async with trio.open_nursery() as nursery:
