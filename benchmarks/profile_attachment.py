@@ -6,10 +6,14 @@ blob path, the BLOB framing and the QUIC driver with ``time.thread_time()``
 counters: exclusive CPU time of the trio thread per MB downloaded. A profiler
 distorts the Python-heavy QUIC code by ~2x; these wrappers cost ~1 us per call.
 ``--raw`` measures the raw QUIC bulk transfer the benchmark compares against, with
-the same QUIC wrappers. Not a benchmark (no figures table, not run by the smoke
+the same QUIC wrappers. ``--two-process`` runs the sending node (or the raw
+sender) in a child process, as bench_messaging.py does by default: the counters
+then show the receiver alone, and "idle" is the wall time its thread waited.
+Not a benchmark (no figures table, not run by the smoke
 test); docs/benchmarks.md ("attachment download") has the findings.
 
 Run:  .venv/bin/python benchmarks/profile_attachment.py [--mb 50] [--raw] [--memory]
+          [--two-process [--sender]]
 """
 
 from __future__ import annotations
@@ -115,6 +119,43 @@ async def _download(make: bm.TransportFactory, blob_dir: Path, data: bytes,
         assert written == len(data)
 
 
+def _count_download(out: dict[str, float]) -> None:
+    """Reset the counters when Messenger.download starts; keep its wall and CPU."""
+    inner = bm.Messenger.download
+
+    @functools.wraps(inner)
+    async def download(self: bm.Messenger, *args: Any, **kwargs: Any) -> int:
+        spent.clear()
+        calls.clear()
+        wall, cpu = time.perf_counter(), time.thread_time()
+        written = await inner(self, *args, **kwargs)
+        out["wall"], out["cpu"] = time.perf_counter() - wall, time.thread_time() - cpu
+        return written
+
+    bm.Messenger.download = download  # type: ignore[method-assign]
+
+
+def sender_hooks() -> tuple[Callable[[], None], Callable[[], None]]:
+    """For bench_messaging's sender child (``--two-process --sender``): instrument
+    this process now; (reset the counters, print them) around the download."""
+    _instrument(blob_path=True)
+    cpu = [0.0]
+
+    def start() -> None:
+        spent.clear()
+        calls.clear()
+        cpu[0] = time.thread_time()
+
+    def stop() -> None:
+        took = time.thread_time() - cpu[0]
+        print(f"sender trio-thread CPU {took * 1000:.0f} ms (per MB: divide by the size)")
+        for label, seconds in spent.most_common():
+            print(f"  {label:48s} {seconds * 1000:8.1f} ms  ({calls[label]} calls)")
+        print(f"  {'rest':48s} {(took - sum(spent.values())) * 1000:8.1f} ms", flush=True)
+
+    return start, stop
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--mb", type=float, default=50.0)
@@ -122,12 +163,29 @@ def main() -> None:
     parser.add_argument("--memory", action="store_true",
                         help="download over the memory transport (the blob path alone)")
     parser.add_argument("--datagram", type=int, default=16000)
+    parser.add_argument("--two-process", action="store_true",
+                        help="the sender in a child process: counters show the receiver")
+    parser.add_argument("--sender", action="store_true",
+                        help="with --two-process: the sending child prints its counters too")
     args = parser.parse_args()
+    if args.sender:
+        os.environ["PROFILE_ATTACHMENT_SENDER"] = "1"
     _instrument(blob_path=not args.raw)
     data = os.urandom(int(args.mb * 1_000_000))
     mb = len(data) / 1e6
     out: dict[str, float] = {}
-    if args.raw:
+    if args.two_process:
+        with tempfile.TemporaryDirectory(prefix="profile-attachment-") as tmp:
+            data_path = Path(tmp) / "data.bin"
+            data_path.write_bytes(data)
+            if args.raw:
+                run = trio.run(bm.raw_two_process, args.datagram, data_path, len(data))
+                out["wall"], out["cpu"] = run.seconds, run.receiver_cpu
+            else:
+                _count_download(out)
+                trio.run(bm.attachment_two_process, args.datagram, Path(tmp), data_path,
+                         len(data))
+    elif args.raw:
         cpu = time.thread_time()
         out["wall"], received = trio.run(_transfer, functools.partial(quic_pair, args.datagram),
                                          _payload_pieces(data), _count_bytes)
@@ -139,7 +197,9 @@ def main() -> None:
             trio.run(_download, make, Path(tmp), data, out)
     what = "raw QUIC" if args.raw else ("download (memory)" if args.memory else "download")
     print(f"{what}: {mb / out['wall']:.1f} MB/s wall; trio-thread CPU "
-          f"{out['cpu'] * 1000 / mb:.2f} ms per MB")
+          f"{out['cpu'] * 1000 / mb:.2f} ms per MB"
+          + (f" (receiver; idle {(out['wall'] - out['cpu']) * 1000 / mb:.2f} ms per MB)"
+             if args.two_process else ""))
     total = 0.0
     for label, seconds in spent.most_common():
         total += seconds

@@ -11,6 +11,7 @@ check still tells a damaged file from a wrong key.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 from pathlib import Path
@@ -34,7 +35,7 @@ from p2pmsg.blobs import (
     encrypt_blob,
     wire,
 )
-from p2pmsg.blobs.format import MAX_CHUNK_SIZE, MAX_OBJECT_SIZE
+from p2pmsg.blobs.format import MAX_CHUNK_SIZE, MAX_OBJECT_SIZE, hash_object
 from p2pmsg.errors import DecodeError, LocalProtocolError, RemoteProtocolError, StoreError
 from p2pmsg.messaging.errors import DecryptionError
 from p2pmsg.sync import SyncConnection
@@ -420,3 +421,22 @@ def test_export_tells_damage_from_wrong_key(tmp_path: Path) -> None:
         p1.write_bytes(b0[:-1] + bytes([b0[-1] ^ 1]))  # one flipped bit
         with pytest.raises(ChunkMismatchError):
             store.export(m.root_hash, key, io.BytesIO())
+
+
+def test_hash_object_same_digest_from_libsodium_and_hashlib() -> None:
+    # Large bytes objects are hashed by libsodium (GIL released), everything else
+    # by hashlib: the content address must not depend on which.
+    for size in (0, 1, 64 * 1024 - 1, 64 * 1024, 1024 * 1024 + 40):
+        data = os.urandom(size)
+        want = hashlib.blake2b(data, digest_size=32).digest()
+        assert hash_object(data) == want
+        assert hash_object(memoryview(data)) == want  # type: ignore[arg-type]
+        assert hash_object(bytearray(data)) == want  # type: ignore[arg-type]
+
+
+def test_data_frame_parts_carry_the_chunk_without_a_copy() -> None:
+    chunk = os.urandom(1024 * 1024 + 40)
+    msg = wire.Data(hash_object(chunk), chunk)
+    head, body = msg.frame_parts()
+    assert body is chunk
+    assert head + body == encode_frame(msg.encode()) == msg.encode_frame()

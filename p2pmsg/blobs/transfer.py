@@ -103,8 +103,11 @@ _MIB = 1 << 20
 class TransferConfig:
     """Tunables of one transfer session."""
 
-    window: int = 4 * _MIB
-    """Bytes of objects we may have requested and not yet received (our memory bound)."""
+    window: int = 8 * _MIB
+    """Bytes of objects we may have requested and not yet received (our memory bound).
+    8 MiB = 7 chunks of 1 MiB: with ``hold_chunks`` a node holds ~2 MiB while it
+    stores a batch, and 4 MiB left a single chunk in flight then (a stall per
+    round trip; docs/benchmarks.md, attachment download)."""
     max_file_size: int = DEFAULT_MAX_FILE_SIZE
     """Manifests describing larger files are refused (``FetchFailed("too_large")``)."""
     verify_chunks: bool = True
@@ -313,7 +316,12 @@ class BlobTransfer:
         return self._closed
 
     def _queue_message(self, msg: Message) -> None:
-        frame = msg.encode_frame() if isinstance(msg, Data) else encode_frame(msg.encode())
+        if isinstance(msg, Data):  # head and data as two buffers: no copy of a chunk
+            head, data = msg.frame_parts()
+            self._out += (head, data) if data else (head,)
+            self.stats.bytes_sent += len(head) + len(data)
+            return
+        frame = encode_frame(msg.encode())
         self._out.append(frame)
         self.stats.bytes_sent += len(frame)
 
@@ -323,8 +331,10 @@ class BlobTransfer:
         return out[0] if len(out) == 1 else b"".join(out)
 
     def frames_to_send(self) -> list[bytes]:
-        """:meth:`data_to_send` as the list of whole frames, not joined (drains the
-        buffer): a caller that copies them on anyway saves one copy of each chunk."""
+        """:meth:`data_to_send` as a list of buffers in stream order, not joined
+        (drains the buffer): whole frames, except that a DATA frame comes as two
+        buffers, its head and the object itself — a caller that copies them on
+        anyway saves every copy of a chunk here."""
         out, self._out = self._out, []
         return out
 

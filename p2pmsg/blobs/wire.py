@@ -103,14 +103,19 @@ class Data:
     def encode_frame(self) -> bytes:
         """``encode_frame(self.encode())`` built with one copy of the data (bulk path;
         the same bytes, tested)."""
+        return b"".join(self.frame_parts())
+
+    def frame_parts(self) -> tuple[bytes, bytes]:
+        """:meth:`encode_frame` as (everything before the data, the data itself):
+        no copy of the data at all, for a writer that takes several buffers."""
         if len(self.hash) != HASH_SIZE:
-            return encode_frame(self.encode())
+            return encode_frame(self.encode()), b""
         head = canonical_bstr_head(len(self.data))
         size = len(_DATA_PREFIX) + HASH_SIZE + len(head) + len(self.data)
         if size > MAX_FRAME_SIZE:
             raise ValueError(f"frame body of {size} bytes is outside 1..{MAX_FRAME_SIZE}")
-        return b"".join((size.to_bytes(FRAME_HEADER_SIZE, "big"), _DATA_PREFIX, self.hash,
-                         head, self.data))
+        return (b"".join((size.to_bytes(FRAME_HEADER_SIZE, "big"), _DATA_PREFIX, self.hash,
+                          head)), self.data)
 
 
 @dataclass(frozen=True, slots=True)

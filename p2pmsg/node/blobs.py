@@ -332,8 +332,9 @@ class BlobChannel:
         try:
             batch = store.prepare_chunks([(h, d) for _, h, d in chunks])
             # Hashing and writing the temp files is CPU work: here, in the trio
-            # thread. Run in a worker thread it cost ~1.7x the CPU under the GIL
-            # and was no faster on a busy 2-core machine (docs/benchmarks.md).
+            # thread. In a worker thread (libsodium hashing without the GIL) it
+            # cost ~15 % more receiver CPU and was no faster with both nodes on
+            # this 2-core machine (docs/benchmarks.md).
             store.write_chunks(batch)
             if not store.durable or isinstance(trio.lowlevel.current_clock(),
                                                trio.testing.MockClock):
