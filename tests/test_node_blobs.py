@@ -24,6 +24,7 @@ from p2pmsg.errors import LocalProtocolError
 from p2pmsg.net.base import PeerHint
 from p2pmsg.net.memory import MemoryNetwork
 from p2pmsg.node import Node, NodeConfig
+from p2pmsg.node.blobs import BlobChannel
 from p2pmsg.policy import TopicPolicy
 
 ROOM = hashlib.blake2b(b"room-with-files", digest_size=32).digest()
@@ -74,6 +75,29 @@ async def test_blob_fetched_byte_identical_with_progress(
         await b.fetch_blob(manifest.root_hash, ROOM, progress=lambda d, t: again.append((d, t)))
         assert again == [(len(data), len(data))]
         assert b.statistics().blob_chunks_received == manifest.chunk_count
+        nursery.cancel_scope.cancel()
+
+
+async def test_serving_reads_requested_objects_only_as_the_writer_drains(
+        autojump_clock: trio.testing.MockClock, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A requester asks for every chunk at once (its window allows 8 MiB); the
+    server reads them from disk only while its backlog is under the budget, so its
+    memory per session is budget + one object, not everything requested."""
+    budget = 256 * 1024
+    monkeypatch.setattr(BlobChannel, "serve_budget", budget)
+    net = MemoryNetwork()
+    data = os.urandom(5 * 1024 * 1024)
+    async with trio.open_nursery() as nursery:
+        a = await start(nursery, with_blobs(config(net, "a"), tmp_path / "a"))
+        b = await start(nursery, with_blobs(config(net, "b", peers=("a",)), tmp_path / "b"))
+        manifest, key = await a.put_blob(data, ROOM)
+        with trio.fail_after(60):
+            await b.fetch_blob(manifest.root_hash, ROOM)
+        assert export(b, manifest.root_hash, key) == data
+        channel = a._sessions[b.id].blobs
+        assert channel is not None and manifest.chunk_size == 1024 * 1024
+        assert budget <= channel.max_out_size < budget + manifest.chunk_size + 4096
         nursery.cancel_scope.cancel()
 
 

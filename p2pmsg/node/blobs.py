@@ -22,11 +22,17 @@ stored.
 
 Serving: an object is answered only if its blob is registered under a room the
 peer may read (``policy.may_read(peer, room)``); otherwise it is reported MISSING,
-exactly as if we did not hold it. Fetching: :meth:`BlobChannel.fetch` runs one
-fetch on this session and reports how it ended; :meth:`p2pmsg.node.Node.fetch_blob`
-chooses peers and resumes on another session with only the missing chunks. A peer
-that breaks the blob protocol (e.g. a chunk not matching its hash) has its whole
-session closed; the bad chunk is never stored.
+exactly as if we did not hold it. Requested objects are read from disk lazily:
+only while less than :attr:`BlobChannel.serve_budget` bytes (8 MiB) of blob stream
+wait for the session writer, so a peer that asks for the protocol's maximum of
+256 objects of 1 MiB at once — or never reads what it asked for — holds at most
+that budget plus one object of our memory per session, not 256 MiB.
+
+Fetching: :meth:`BlobChannel.fetch` runs one fetch on this session and reports how
+it ended; :meth:`p2pmsg.node.Node.fetch_blob` chooses peers and resumes on another
+session with only the missing chunks. A peer that breaks the blob protocol (e.g. a
+chunk not matching its hash) has its whole session closed; the bad chunk is never
+stored.
 
 Relay forwarding: a node that stores a room's logs but is no member (a relay)
 cannot read attachment descriptors, but SEALED v2 messages name their blob roots
@@ -121,6 +127,10 @@ class _Running:
 class BlobChannel:
     """The blob side of one session (all calls in the trio thread)."""
 
+    serve_budget: int = 8 * 1024 * 1024
+    """Read requested objects only while less than this many blob-stream bytes wait
+    for the writer (the serving side's memory bound per session)."""
+
     def __init__(self, session: Session, store: BlobStore | None) -> None:
         self.session = session
         self.store = store
@@ -135,6 +145,10 @@ class BlobChannel:
         are, never joined here (each copy of a chunk costs; a growing bytearray
         costs more)."""
         self._out_size = 0
+        self.max_out_size = 0
+        """Largest blob-stream backlog seen (a test and tuning figure)."""
+        self._to_serve: deque[bytes] = deque()
+        """Requested objects not read yet (served as the writer drains)."""
         self._pull()
         self._fetches: dict[bytes, _Running] = {}
         self._unstored: list[tuple[bytes, bytes, bytes]] = []
@@ -153,6 +167,17 @@ class BlobChannel:
         if data:
             self._out.append(data)
             self._out_size += len(data)
+            self.max_out_size = max(self.max_out_size, self._out_size)
+
+    def _serve_some(self) -> None:
+        """Answer queued requests while the backlog is under the budget."""
+        if self.transfer.closed:
+            self._to_serve.clear()
+            return
+        while self._to_serve and self._out_size < self.serve_budget:
+            h = self._to_serve.popleft()
+            self.transfer.apply(SendObjects(self._serve((h,))))
+            self._pull()
 
     def _pull(self) -> None:
         """Move the machine's pending frames to our queue (not joined)."""
@@ -164,11 +189,14 @@ class BlobChannel:
         :meth:`~p2pmsg.sync.SyncConnection.encode_blob` (no copy: a frame cut at
         the limit is split into views)."""
         self._pull()
+        self._serve_some()
         out = self._out
         if self._out_size <= limit:
             pieces = list(out)
             out.clear()
             self._out_size = 0
+            if self._to_serve:
+                self.session._wake()  # more to read and send next turn
             return pieces
         pieces, need = [], limit
         while need:
@@ -255,8 +283,8 @@ class BlobChannel:
     def _drain(self) -> None:
         while (event := self.transfer.next_event()) is not None:
             if isinstance(event, ObjectsRequested):
-                self.transfer.apply(SendObjects(self._serve(event.hashes)))
-                self._pull()
+                self._to_serve.extend(event.hashes)
+                self._serve_some()
             elif isinstance(event, ManifestReceived):
                 running = self._fetches.get(event.root)
                 if running is None or self.store is None:
