@@ -23,7 +23,7 @@ from p2pmsg.blobs import BlobStore
 from p2pmsg.certs import Role, issue_certificate
 from p2pmsg.entry import Entry
 from p2pmsg.governance.audit import AuditKind, AuditLog
-from p2pmsg.governance.redaction import erase_redactions
+from p2pmsg.governance.redaction import enforce_redactions, erase_redactions
 from p2pmsg.governance.retention import iter_entries
 from p2pmsg.identity import Identity
 from p2pmsg.messaging import (
@@ -158,7 +158,8 @@ def test_erased_edits_and_reactions_stay_folded_into_their_messages(tmp_path: Pa
     send(c, c.bob, Redaction(own.id))                    # the author: erases own + edit
     send(c, c.alice, Redaction(react.id, "falsch"))      # v2 clear path: the reaction
     for member in (c.alice, c.bob, c.bert):
-        with SqliteStore(tmp_path / f"{member.public_key.hex()[:8]}.db") as store:
+        db = tmp_path / f"{member.public_key.hex()[:8]}.db"
+        with SqliteStore(db) as store:
             c.load(store)
             view = room_of(store, c).view
             keys = open_epoch_keys(view, member)
@@ -168,8 +169,11 @@ def test_erased_edits_and_reactions_stay_folded_into_their_messages(tmp_path: Pa
             folded = folded_entries(plan)
             listed = [m.id for m in decrypt_timeline(view, member, keys).messages]
             assert listed == [own.id, keep.id]
+            assert store.folded(c.topic) == {}
             erase_redactions(store, plan)
             assert store.get_payload(edit.id) is PayloadState.ERASED
+            # the store keeps the links with the erasure (the messenger reads them)
+            assert store.folded(c.topic) == folded == {edit.id: own.id, react.id: keep.id}
             after = room_of(store, c).view
             # without the names the erased edit and reaction look like lost messages
             bare = [m.id for m in decrypt_timeline(after, member, keys).messages]
@@ -180,6 +184,39 @@ def test_erased_edits_and_reactions_stay_folded_into_their_messages(tmp_path: Pa
             assert shown.by_id[keep.id].content == Text("bert stays")
             # planning again names nothing new, and the fold is the same every time
             assert folded_entries(plan_redactions(after, keys)) == {}
+        with SqliteStore(db) as store:  # a restart: the links were kept on disk
+            after = room_of(store, c).view
+            assert store.folded(c.topic) == folded
+            shown = decrypt_timeline(after, member, keys, folded=store.folded(c.topic))
+            assert [m.id for m in shown.messages] == listed
+            assert erase_redactions(store, plan_redactions(after, keys)) == []
+
+
+def test_links_are_recorded_by_members_not_by_relays(tmp_path: Path) -> None:
+    """``enforce_redactions`` (the daemon's path) records the same links as the
+    messenger where it holds the keys; a relay erases the named target from the
+    clear refs but cannot tell an edit or a reaction apart, so it links nothing."""
+    c = Clinic()
+    own = c.say(c.bob, "MARKER-bob-own-3b1e")
+    edit = send(c, c.bob, Edit(own.id, "MARKER-bob-edit-77aa"))
+    keep = c.say(c.bert, "bert stays")
+    react = send(c, c.bert, Reaction(keep.id, "ok"))
+    send(c, c.bob, Redaction(own.id))
+    send(c, c.alice, Redaction(react.id, "falsch"))
+    with SqliteStore(tmp_path / "member.db") as member, \
+            SqliteStore(tmp_path / "relay.db") as relay:
+        for store in (member, relay):
+            c.load(store)
+        view = room_of(member, c).view
+        keys = open_epoch_keys(view, c.bert)
+        done = enforce_redactions(member, [view], keys=keys)
+        assert sorted(e for r in done for e in r.erased) == sorted([own.id, edit.id, react.id])
+        assert member.folded(c.topic) == {edit.id: own.id, react.id: keep.id}
+        done = enforce_redactions(relay, [room_of(relay, c).view])
+        assert sorted(e for r in done for e in r.erased) == sorted([own.id, react.id])
+        assert relay.get_payload(react.id) is PayloadState.ERASED
+        assert isinstance(relay.get_payload(edit.id), bytes)  # sealed: unknown as an edit
+        assert relay.folded(c.topic) == {}
 
 
 def test_redaction_by_non_admin_non_author_erases_nothing(tmp_path: Path) -> None:
@@ -336,3 +373,7 @@ async def test_messenger_nodes_enforce_author_and_admin_redactions(
             assert shown[stays].content == Text("a2 stays")
             assert isinstance(x.node.store.get_payload(stays), bytes)
             assert isinstance(x.node.store.get_payload(forged), bytes)
+            # a restarted messenger (nothing in memory) lists the same: the links
+            # of the erased edit are in the store, not in the old messenger
+            again = Messenger(x.node, x.org, orgs=x.orgs)
+            assert [msg.id for msg in again.messages(topic)] == listed, name

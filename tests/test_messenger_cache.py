@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import trio
 import trio.testing
@@ -20,8 +21,15 @@ from p2pmsg.messaging import (
     Text,
     decrypt_timeline,
 )
-from p2pmsg.messenger import Messenger, messenger_topics, open_messenger, org_control_items
+from p2pmsg.messenger import (
+    MemoryKeyring,
+    Messenger,
+    messenger_topics,
+    open_messenger,
+    org_control_items,
+)
 from p2pmsg.node import Node
+from p2pmsg.store import SqliteStore
 from p2pmsg.store.base import PayloadState
 
 T0 = 1_700_000_000_000
@@ -43,7 +51,7 @@ class Setup:
             store.append([e for e, _ in items], {e.id: p for e, p in items})
         return store
 
-    def config(self, store: MemoryStore) -> NodeConfig:
+    def config(self, store: MemoryStore | SqliteStore) -> NodeConfig:
         return NodeConfig(identity=self.me, store=store,
                           topics=messenger_topics([self.org.public_key, self.other.public_key]),
                           wall_clock=lambda: T0 + int(trio.current_time() * 1000))
@@ -68,10 +76,11 @@ async def _room(s: Setup) -> AsyncIterator[tuple[Node, Messenger, bytes]]:
 
 def _fresh(m: Messenger, topic: bytes) -> list[Message]:
     """The messages resolved and decrypted from scratch, as before any cache (with
-    the erased edits and reactions the messenger's redaction plans named folded)."""
+    the erased edits and reactions the store links to their messages folded)."""
     state = RoomState(topic, {o: s for o, s in m.org_states().items()})
     state.apply([(e, m.node.payload(e)) for e in m.node.read(topic)])
-    return list(decrypt_timeline(state.view, m.identity, folded=m._folded.get(topic)).messages)
+    return list(decrypt_timeline(state.view, m.identity,
+                                 folded=m.node.store.folded(topic)).messages)
 
 
 async def test_an_erased_payload_drops_its_cached_plaintext(
@@ -180,3 +189,50 @@ async def test_the_watcher_still_erases_an_edit_written_after_the_redaction(
         await trio.sleep(0.1)  # the watcher runs after the new entry
         assert node.store.get_payload(late) is PayloadState.ERASED
         assert m.messages(topic) == _fresh(m, topic)
+
+
+async def test_erased_edits_stay_folded_after_a_restart(
+        autojump_clock: trio.testing.MockClock, tmp_path: Path) -> None:
+    """Reported bug: a redaction erased the message's edit (and a redacted
+    reaction), the timeline folded them into their messages only as long as the
+    messenger ran; after a restart they came back as extra UNAVAILABLE messages.
+    The store now keeps the links with the erasure: a new messenger (and a new
+    node) over the same SqliteStore file lists exactly what the old one did."""
+    s = _setup()
+    path = tmp_path / "node.db"
+    keyring = MemoryKeyring()  # the device's keys outlive the restart (as its keyfile)
+    with SqliteStore(path) as store:
+        seed = s.store()  # both organisations' certificates, copied into the file
+        for topic in seed.topics():
+            for head in seed.heads(topic):
+                entries = seed.get_range(head.author, topic, 1, head.seq)
+                store.append(entries, {e.id: p for e in entries
+                                       if isinstance(p := seed.get_payload(e.id), bytes)})
+        async with open_node(s.config(store)) as node:
+            m = Messenger(node, s.org.public_key, orgs=[s.other.public_key], keyring=keyring)
+            await m.wait_certified([s.peer.public_key])
+            topic = (await m.create_room([s.peer.public_key], kind=RoomKind.GROUP)).topic
+            first = await m.send_text(topic, "Befund")
+            edit = await m.send_edit(topic, first, "Befund (korrigiert)")
+            second = await m.send_text(topic, "zwei")
+            react = await m.react(topic, second, "+1")
+            await m.redact(topic, first)   # erases first and its edit
+            await m.redact(topic, react)   # a reaction named directly (clear path)
+            for eid in (first, edit, react):
+                assert store.get_payload(eid) is PayloadState.ERASED
+            assert store.folded(topic) == {edit: first, react: second}
+            before = m.messages(topic)
+            assert [x.id for x in before] == [first, second]
+            assert before[0].status is MessageStatus.REDACTED
+            assert before[1].reactions == {}
+            assert before == _fresh(m, topic)
+    with SqliteStore(path) as store:  # the restart: a new node and messenger
+        async with open_node(s.config(store)) as node:
+            again = Messenger(node, s.org.public_key, orgs=[s.other.public_key],
+                              keyring=keyring)
+            after = again.messages(topic)
+            assert [x.id for x in after] == [first, second]  # no extra UNAVAILABLE entry
+            assert all(x.status is not MessageStatus.UNAVAILABLE for x in after)
+            assert after == before
+            assert again.apply_redactions(topic) == []  # nothing left to erase
+            assert again.messages(topic) == before

@@ -56,6 +56,7 @@ def snapshot(store: AnyStore, ids: Sequence[bytes] = ()) -> dict[str, Any]:
     logs = set(state["logs"]) | {p.log_id for p in state["forks"]}
     state["frozen"] = {log: store.is_frozen(*log) for log in logs}
     state["payloads"] = {i: store.get_payload(i) for i in known}
+    state["folded"] = {topic: store.folded(topic) for topic in state["topics"]}
     return state
 
 
@@ -356,6 +357,45 @@ def test_erase_missing_payload(store: AnyStore) -> None:
     assert store.missing_payloads(chain.topic) == [chain.entries[1].id]
 
 
+def test_erase_payload_keeps_the_folded_link(store: AnyStore, topic: bytes) -> None:
+    """An erased edit or reaction keeps the id of the message it was folded into
+    (local metadata, per topic); the first link given stays; counted as an erasure."""
+    chain = build_chain(5, topic=topic)
+    other = build_chain(2)
+    store.append(chain.entries, chain.payloads)
+    store.append(other.entries)  # payloads MISSING
+    a, b, c, d, _ = (e.id for e in chain.entries)
+    into, elsewhere = b"\x01" * 32, b"\x02" * 32
+    assert store.folded(topic) == {}
+    start = store.erasures
+    assert store.erase_payload(a) and store.folded(topic) == {}  # a message: no link
+    assert store.erase_payload(b, folded_into=into)
+    assert store.get_payload(b) is PayloadState.ERASED
+    assert store.folded(topic) == {b: into}
+    assert store.erasures == start + 2
+    # again, with another link: nothing changes, the first link stays
+    assert store.erase_payload(b, folded_into=elsewhere)
+    assert store.erase_payload(b)
+    assert store.folded(topic) == {b: into} and store.erasures == start + 2
+    # an entry already erased without a link gains one (and that counts)
+    assert store.erase_payload(a, folded_into=elsewhere)
+    assert store.folded(topic) == {a: elsewhere, b: into} and store.erasures == start + 3
+    # a MISSING payload, in another topic: kept under that topic
+    assert store.erase_payload(other.entries[0].id, folded_into=into)
+    assert store.folded(other.topic) == {other.entries[0].id: into}
+    assert store.folded(topic) == {a: elsewhere, b: into}
+    assert store.folded(os.urandom(32)) == {}
+    # unknown entry: nothing kept; empty link: refused, nothing changed
+    assert store.erase_payload(os.urandom(32), folded_into=into) is False
+    with pytest.raises(StoreError, match="folded_into"):
+        store.erase_payload(c, folded_into=b"")
+    assert store.get_payload(c) == chain.payloads[c] and store.erasures == start + 4
+    # the answer is a copy, not the store's own record
+    store.folded(topic)[d] = into
+    assert d not in store.folded(topic)
+    verify_run(None, store.get_range(chain.author, topic, 1, 5), full=True)
+
+
 def test_missing_payloads_order_and_limit(store: AnyStore, topic: bytes) -> None:
     a = build_chain(3, topic=topic, timestamp=500)
     b = build_chain(3, topic=topic, timestamp=100)
@@ -411,7 +451,8 @@ _op = st.one_of(
         st.lists(st.tuples(_pick, st.sampled_from(["none", "good", "bad"])), max_size=6),
     ),
     st.tuples(st.just("put"), st.tuples(_pick, st.booleans())),
-    st.tuples(st.just("erase"), _pick),
+    st.tuples(st.just("erase"), st.tuples(_pick, st.sampled_from(
+        [None, b"\x0a" * 32, b"\x0b" * 32]))),
     st.tuples(st.just("fork"), st.tuples(st.integers(0, 2), st.integers(2, _LOG_LEN))),
 )
 
@@ -441,7 +482,8 @@ def _apply(store: AnyStore, pool: list[tuple[Chain, Chain]], op: tuple[Any, Any]
             entry, payload = _entry(pool, pick)
             return ("ok", store.put_payload(entry.id, payload if good else payload[:-1]))
         if kind == "erase":
-            return ("ok", store.erase_payload(_entry(pool, arg)[0].id))
+            pick, into = arg
+            return ("ok", store.erase_payload(_entry(pool, pick)[0].id, folded_into=into))
         log, seq = arg
         main, branch = pool[log]
         proof = ForkProof.of(main.entries[seq - 1], branch.entries[seq - 2])
@@ -468,6 +510,7 @@ def test_memory_and_sqlite_agree(pool: list[tuple[Chain, Chain]], ops: list[Any]
                 assert _apply(memory, pool, op) == _apply(sqlite, pool, op)
             state = snapshot(memory, all_ids)
             assert snapshot(sqlite, all_ids) == state
+            assert sqlite.erasures == memory.erasures
         for log in state["logs"].values():
             verify_run(None, log, full=True)
         with SqliteStore(Path(d) / "s.db") as reopened:
@@ -488,13 +531,14 @@ def test_reopen_preserves_everything(tmp_path: Path, topic: bytes) -> None:
             s.append(branch.entries[:1])
         s.append(a.entries, {a.entries[0].id: a.payloads[a.entries[0].id]})
         s.append(b.entries, b.payloads)
-        s.erase_payload(b.entries[1].id)
+        s.erase_payload(b.entries[1].id, folded_into=b.entries[0].id)  # an edit of b[0]
         before = snapshot(s)
     assert not (tmp_path / "s.db-wal").exists()  # clean close checkpoints the WAL
     with SqliteStore(path) as s:
         assert snapshot(s) == before
         assert s.is_frozen(main.author, main.topic)
         assert s.get_payload(b.entries[1].id) is PayloadState.ERASED
+        assert s.folded(topic) == {b.entries[1].id: b.entries[0].id}
         assert s.get_payload(a.entries[1].id) is PayloadState.MISSING
         assert s.append(a.entries).duplicates == 3
         more = build_chain(1, identity=a.identity, after=a.entries[-1])
@@ -511,18 +555,87 @@ def test_reopen_preserves_misbehaviour(tmp_path: Path) -> None:
         assert not s.record_misbehaviour(record)
 
 
-def test_version_1_file_without_misbehaviour_table_gains_it(tmp_path: Path) -> None:
+def _as_version_2(path: Path, *, misbehaviour: bool = True) -> None:
+    """Make a current store file look as schema 2 wrote it (no ``folded`` table;
+    without ``misbehaviour`` either, as the first version-2 files)."""
+    conn = sqlite3.connect(path)
+    conn.execute("DROP TABLE folded")
+    if not misbehaviour:
+        conn.execute("DROP TABLE misbehaviour")
+    conn.execute("PRAGMA user_version = 2")
+    conn.commit()
+    conn.close()
+
+
+def _tables(path: Path) -> set[str]:
+    conn = sqlite3.connect(path)
+    try:
+        return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    finally:
+        conn.close()
+
+
+def test_version_2_file_without_misbehaviour_table_gains_it(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     with SqliteStore(path):
         pass
-    conn = sqlite3.connect(path)
-    conn.execute("DROP TABLE misbehaviour")  # as written before the table existed
-    conn.commit()
-    conn.close()
+    _as_version_2(path, misbehaviour=False)
     with SqliteStore(path) as s:
         assert s.misbehaviours() == []
         record = Misbehaviour("bad_signature", build_chain(1).entries[0])
         assert s.record_misbehaviour(record) and s.misbehaviours() == [record]
+    assert {"misbehaviour", "folded"} <= _tables(path)
+
+
+def test_version_2_file_is_migrated_on_open(tmp_path: Path) -> None:
+    """Schema 3 adds the ``folded`` table: a version-2 file keeps every entry,
+    payload and erasure, gains the table and the new version, and keeps links."""
+    path = tmp_path / "s.db"
+    chain = build_chain(4)
+    record = Misbehaviour("bad_signature", chain.entries[3])
+    with SqliteStore(path) as s:
+        s.append(chain.entries, chain.payloads)
+        s.erase_payload(chain.entries[0].id)
+        s.record_misbehaviour(record)
+        before = snapshot(s)
+    _as_version_2(path)
+    with SqliteStore(path) as s:
+        assert snapshot(s) == before  # folded: {} before too
+        assert s.misbehaviours() == [record]
+        assert s.erase_payload(chain.entries[2].id, folded_into=chain.entries[1].id)
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    finally:
+        conn.close()
+    with SqliteStore(path) as s:
+        assert s.folded(chain.topic) == {chain.entries[2].id: chain.entries[1].id}
+        s.integrity_check()
+
+
+def test_version_2_file_missing_core_tables_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    SqliteStore(path).close()
+    _as_version_2(path)
+    _tamper(path, "DROP TABLE ids")
+    assert "damaged" in _refuses(path)
+
+
+def test_current_file_without_folded_table_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    SqliteStore(path).close()
+    _tamper(path, "DROP TABLE folded")  # version 3 stamped, table gone: damaged
+    assert "damaged" in _refuses(path)
+
+
+def test_damaged_folded_record_is_corruption(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    chain = _filled_store(path, 3)
+    with SqliteStore(path) as s:
+        s.erase_payload(chain.entries[1].id, folded_into=chain.entries[0].id)
+    _tamper(path, "UPDATE folded SET message = 7")
+    with SqliteStore(path) as s, pytest.raises(StoreCorruptError, match="folded"):
+        s.folded(chain.topic)
 
 
 def test_context_manager_and_use_after_close(tmp_path: Path) -> None:
@@ -822,7 +935,7 @@ def test_entries_appended_through_another_connection_are_found(tmp_path: Path) -
 def test_older_schema_is_refused_as_store_error(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     SqliteStore(path).close()
-    _tamper(path, f"PRAGMA user_version = {SCHEMA_VERSION - 1}")
+    _tamper(path, "PRAGMA user_version = 1")  # version 2 is migrated; 1 is not
     message = _refuses(path, StoreError)
     assert "older" in message
     with pytest.raises(StoreError) as info:

@@ -161,7 +161,8 @@ def export_room(
     shown: list[Message] = []
     if reader is not None or keys is not None:
         ident = reader if reader is not None else Identity.generate()
-        shown = list(decrypt_timeline(view, ident, keys).messages)
+        shown = list(decrypt_timeline(view, ident, keys,
+                                      folded=store.folded(view.topic)).messages)
     bundle = {"format": BUNDLE_FORMAT, "scope": "room", "created_ms": now_ms,
               "topic": view.topic.hex(), "devices": [], "entries": entries,
               "messages": [_message_record(m) for m in shown]}
@@ -188,8 +189,8 @@ def export_person(
     shown: list[tuple[Message, bytes]] = []
     if reader is not None:
         for view in views:
-            shown += [(m, view.topic) for m in decrypt_timeline(view, reader).messages
-                      if m.author in wanted]
+            timeline = decrypt_timeline(view, reader, folded=store.folded(view.topic))
+            shown += [(m, view.topic) for m in timeline.messages if m.author in wanted]
     bundle = {"format": BUNDLE_FORMAT, "scope": "person", "created_ms": now_ms, "topic": None,
               "devices": sorted(d.hex() for d in wanted), "entries": entries,
               "messages": [_message_record(m) for m, _ in shown]}

@@ -13,7 +13,12 @@ a member. :func:`erase_redactions` executes the plan on this node:
 
 1. ``store.erase_payload`` for the target and the author's edits of it (secure
    delete and WAL truncation on SqliteStore; headers stay, so every log still
-   verifies with ``verify_run(..., full=True)``);
+   verifies with ``verify_run(..., full=True)``). An erased entry that was no
+   message (an edit, or a target that is an edit or a reaction:
+   :attr:`RedactionTombstone.folded`) is erased with ``folded_into`` = the
+   message it modified, so the store keeps that link durably in the same
+   transaction, and the timeline still folds it into its message after a restart
+   (:meth:`p2pmsg.store.base.Store.folded`);
 2. ``BlobStore.delete_blob`` for the attachments the target referenced (their
    per-file key was inside the erased payload, so copies elsewhere are
    unreadable too);
@@ -27,7 +32,9 @@ REDACTED (``redacted_by``) from it. :class:`RedactionTombstone` is its decoded f
 **Relays** (nodes without room keys) erase the target's ciphertext and the blobs
 its clear refs name; what they cannot see is which entries *edit* the target
 (edits are sealed too), so they keep those ciphertexts until retention (useless
-without an epoch key). A SEALED **v1** redaction (no clear refs) is still applied
+without an epoch key). For the same reason they record no ``folded_into`` links:
+the clear refs say what a redaction targets, never what an edit or reaction
+modifies (and a relay shows no timeline). A SEALED **v1** redaction (no clear refs) is still applied
 only by nodes that can open it (docs/gdpr.md, "Redaction").
 
 :class:`p2pmsg.messenger.Messenger` calls this automatically for every room whenever
@@ -86,11 +93,15 @@ def erase_redactions(
 
     Idempotent: payloads already gone and blobs not held are skipped, and only
     redactions that erased something are returned and audited (at ``now_ms``).
+    Each entry of :attr:`RedactionTombstone.folded` is erased with its message as
+    ``folded_into`` (kept by the store with the erasure, atomically).
     """
     results: list[RedactionResult] = []
     for stone in tombstones:
+        into = dict(stone.folded)
         erased = [eid for eid in stone.erase
-                  if isinstance(store.get_payload(eid), bytes) and store.erase_payload(eid)]
+                  if isinstance(store.get_payload(eid), bytes)
+                  and store.erase_payload(eid, folded_into=into.get(eid))]
         deleted = 0
         if blobs is not None and stone.blobs:
             held = set(blobs.roots(room=stone.topic))

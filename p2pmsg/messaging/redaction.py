@@ -39,8 +39,10 @@ redaction named an edit or a reaction), with the message each was folded into.
 Once erased, such an entry is a header without payload, which the timeline could
 not tell from a message whose payload is missing; given these names
 (:func:`folded_entries`), :func:`~.timeline.decrypt_timeline` leaves them out, so
-the room reads the same before and after enforcement (the messenger keeps them,
-:meth:`p2pmsg.messenger.Messenger.apply_redactions`).
+the room reads the same before and after enforcement. The executor erases each
+with its message as ``folded_into``, so the store keeps the link durably with the
+erasure (:meth:`p2pmsg.store.base.Store.folded`), and a restarted messenger or
+daemon folds them the same way.
 
 Reactions and replies are other people's content and stay; only SEALED payloads
 are ever listed (a room payload of a newer, unknown kind is kept, as retention

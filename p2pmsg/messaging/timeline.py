@@ -21,7 +21,8 @@ author's other device is the author's. Device-only authors are judged per device
 Modifiers whose target is unknown, not a message, or not decryptable are ignored.
 An entry whose payload is gone is listed as UNAVAILABLE — unless ``folded`` names
 it: a redaction's plan erased it as an edit or reaction (not a message;
-:func:`~.redaction.folded_entries`), so it stays folded into the message it
+:func:`~.redaction.folded_entries`, kept by the store as
+:meth:`~p2pmsg.store.base.Store.folded`), so it stays folded into the message it
 modified, as it was while its payload was there.
 Sealed entries this device cannot open (an epoch it was not given: before it
 joined, after it was removed) appear as :attr:`MessageStatus.UNDECRYPTABLE`;
@@ -196,7 +197,8 @@ def decrypt_timeline(
     ``previous``: exactly the ones that may differ from it).
 
     ``folded``: entry id -> message, for entries a redaction erased that were no
-    messages (:func:`~.redaction.folded_entries` of the plans executed). Such an
+    messages (the store's record, :meth:`~p2pmsg.store.base.Store.folded`, or
+    :func:`~.redaction.folded_entries` of the plans executed). Such an
     entry without payload is not listed (with its payload it folds anyway). With
     ``previous``, it must be the mapping that timeline was folded with."""
     view = room.view if isinstance(room, RoomState) else room

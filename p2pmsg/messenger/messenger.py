@@ -96,7 +96,7 @@ from ..messaging.compose import compose_relay_add, compose_relay_remove
 from ..messaging.crypto import curve25519_public, epoch_key, open_secret
 from ..messaging.errors import DecryptionError
 from ..messaging.payloads import Sealed
-from ..messaging.redaction import RedactionTombstone, folded_entries, plan_redactions
+from ..messaging.redaction import RedactionTombstone, plan_redactions
 from ..messaging.room import Applied, Epoch, RoomView
 from ..messaging.timeline import open_cached
 from ..node import Node
@@ -211,8 +211,10 @@ class _RoomCache:
     """Display position of each message of the last timeline (messages never move)."""
     planned: tuple[RoomView, dict[bytes, bytes]] | None = None
     """The view and keys redactions were last planned (and enforced) from."""
-    folded: int = 0
-    """How many folded entries (:attr:`Messenger._folded`) ``timeline`` was folded with."""
+    folded: dict[bytes, bytes] | None = None
+    """The store's folded links of the room (:meth:`Store.folded`: erased edits and
+    reactions -> their message), read once per cache: every new link moves the
+    store's erasure count, which drops this cache."""
 
 
 _VERSIONS_KEPT = 32
@@ -261,10 +263,6 @@ class Messenger:
         self.enforce_redactions = enforce_redactions
         """Erase redacted payloads and attachments on this node (:meth:`apply_redactions`)."""
         self._redactions_seen: dict[bytes, tuple[int, int]] = {}
-        self._folded: dict[bytes, dict[bytes, bytes]] = {}
-        """room topic -> entries its executed redaction plans erased that were no
-        messages (edits, reactions) -> the message each modified: the timeline
-        leaves them out once their payloads are gone (ids only, no content)."""
         """room topic -> (entries, missing payloads) when its redactions were last enforced."""
         self._names: dict[bytes, str] = {}
         self._locks: dict[bytes, trio.Lock] = {}
@@ -1034,9 +1032,8 @@ class Messenger:
             plan = self._plan_redactions(topic, view, self._keys(view))
             if not plan:
                 continue
-            folded = folded_entries(plan)
-            if folded:  # before erasing: the timeline must not list them once erased
-                self._folded.setdefault(topic, {}).update(folded)
+            # erased edits and reactions are linked to their message in the store,
+            # atomically with the erasure: the timeline folds them, restarts included
             done = erase_redactions(self.node.store, plan, blobs=self.node.blob_store)
             for result in done:
                 self.node.audit.record(AuditKind.REDACTION, **redaction_audit_details(result))
@@ -1086,13 +1083,13 @@ class Messenger:
         view = self._room_state(topic).view
         keys = self._keys(view)
         cache = self._room_cache.get(topic)
-        folded = self._folded.get(topic)
         if cache is None:  # a store without an erasure count: nothing is kept
-            return decrypt_timeline(view, self.identity, keys, folded=folded)
+            return decrypt_timeline(view, self.identity, keys,
+                                    folded=self.node.store.folded(topic))
+        if cache.folded is None:  # a new link moves the erasure count: a new cache
+            cache.folded = self.node.store.folded(topic)
+        folded = cache.folded
         previous: tuple[Timeline, int] | None = None
-        if len(folded or ()) != cache.folded:
-            cache.timeline = None  # only grows, and only before an erasure drops caches
-            cache.folded = len(folded or ())
         if cache.timeline is not None and cache.timeline[1] == keys:
             old_view, _, old = cache.timeline
             if old_view is view:

@@ -140,17 +140,41 @@ class Store(Protocol):
         """The payload bytes, or why there are none (:class:`PayloadState`)."""
         ...
 
-    def erase_payload(self, entry_id: bytes) -> bool:
+    def erase_payload(self, entry_id: bytes, *, folded_into: bytes | None = None) -> bool:
         """Delete a payload for good, keeping the header. True if the entry exists.
 
         Durable on return; for ``SqliteStore`` the bytes are overwritten on disk
         (``secure_delete``), not merely unlinked from the b-tree.
 
-        Both stores here also count the payloads they erased in an ``erasures``
-        attribute (int, in-process). Optional for other stores: the messenger
-        keeps cached state and plaintext only while that count stands still, and
-        re-reads everything on each call from a store without it.
+        ``folded_into``: the id of the message this entry modified (an edit or a
+        reaction a redaction erases; :attr:`p2pmsg.messaging.redaction.
+        RedactionTombstone.folded`). Once the payload is gone nothing else links
+        the entry to that message, so the store keeps the link (:meth:`folded`) in
+        the same transaction as the erasure: there is no moment, crash included,
+        where the payload is gone and the link not yet kept. It is an argument of
+        the erasure rather than a separate setter for that atomicity, and because a
+        link is only ever meaningful for an erased entry. Local metadata (two entry
+        ids, no content): never replicated, never changed once kept (the first
+        link given for an entry stays); given for an entry already erased, it is
+        still kept if the entry has none.
+
+        Both stores here also count erasures in an ``erasures`` attribute (int,
+        in-process): payloads erased, plus links kept for entries already erased —
+        it moves whenever what :meth:`get_payload` or :meth:`folded` says of an
+        erased entry changes. Optional for other stores: the messenger keeps cached
+        state and plaintext only while that count stands still, and re-reads
+        everything on each call from a store without it.
+
+        Raises:
+            StoreError: ``folded_into`` is given but empty (nothing is changed).
         """
+        ...
+
+    def folded(self, topic: bytes) -> dict[bytes, bytes]:
+        """Erased entries of ``topic`` kept with a ``folded_into`` link
+        (:meth:`erase_payload`): entry id -> id of the message it was folded into.
+        The timeline leaves these out instead of listing them as unavailable
+        messages (:func:`p2pmsg.messaging.timeline.decrypt_timeline`)."""
         ...
 
     def missing_payloads(self, topic: bytes, limit: int = 1000) -> list[bytes]:

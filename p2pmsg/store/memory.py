@@ -27,6 +27,8 @@ class MemoryStore:
         self._by_id: dict[bytes, Entry] = {}
         self._payloads: dict[bytes, bytes] = {}
         self._erased: set[bytes] = set()
+        self._folded: dict[bytes, dict[bytes, bytes]] = {}
+        """topic -> erased entry id -> the message it was folded into."""
         self._forks: list[ForkProof] = []
         self._fork_keys: set[tuple[bytes, bytes]] = set()
         self._misbehaviours: list[Misbehaviour] = []
@@ -136,14 +138,26 @@ class MemoryStore:
             return PayloadState.ERASED
         return self._payloads.get(entry_id, PayloadState.MISSING)
 
-    def erase_payload(self, entry_id: bytes) -> bool:
-        if entry_id not in self._by_id:
+    def erase_payload(self, entry_id: bytes, *, folded_into: bytes | None = None) -> bool:
+        if folded_into is not None and not folded_into:
+            raise StoreError("folded_into must be a message id")
+        entry = self._by_id.get(entry_id)
+        if entry is None:
             return False
-        if entry_id not in self._erased:
+        changed = entry_id not in self._erased
+        if folded_into is not None:
+            links = self._folded.setdefault(entry.header.topic, {})
+            if entry_id not in links:
+                links[entry_id] = bytes(folded_into)
+                changed = True
+        if changed:
             self.erasures += 1
         self._payloads.pop(entry_id, None)
         self._erased.add(entry_id)
         return True
+
+    def folded(self, topic: bytes) -> dict[bytes, bytes]:
+        return dict(self._folded.get(topic, {}))
 
     def missing_payloads(self, topic: bytes, limit: int = 1000) -> list[bytes]:
         found: list[bytes] = []

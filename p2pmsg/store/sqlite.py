@@ -9,13 +9,14 @@ test suite (tests/test_store.py). This module adds durability and identity check
   returns only after its transaction is fsync'd to the write-ahead log, so an
   acknowledged append survives ``kill -9`` and power loss. ``NORMAL`` survives a
   process crash but may lose the last commits on power loss.
-* **Schema** (``SCHEMA_VERSION`` 2; docs/storage.md has the table)::
+* **Schema** (``SCHEMA_VERSION`` 3; docs/storage.md has the table)::
 
       logs(log PK, author, topic, height, head, indexed)   one row per non-empty log
       entries(k PK, idp, id, ts, pstate, data, payload)    k = log << 36 | seq (rowid)
       ids(idp, k) PK WITHOUT ROWID                         the id index (merged in bulk)
       forks(n PK, author, topic, first_id, second_id, first, second)
       misbehaviour(n PK, kind, author, topic, peer, entry)
+      folded(topic, id, message) PK (topic, id) WITHOUT ROWID
 
   Packing (log, seq) into the integer rowid keeps each log contiguous in one integer
   b-tree (cheapest inserts and range reads in SQLite); it bounds a store to
@@ -30,7 +31,10 @@ test suite (tests/test_store.py). This module adds durability and identity check
   the HLC timestamp as 8 big-endian bytes (HLC values use all 64 bits, which an
   SQLite INTEGER cannot hold; bytes sort the same), kept only while the payload is
   missing (that index is its only reader). A log is frozen iff ``forks`` holds a
-  proof for it.
+  proof for it. ``folded`` links an erased entry that was no message (an edit or
+  reaction a redaction erased) to the message it was folded into: written in the
+  erasure's own transaction (:meth:`~SqliteStore.erase_payload` ``folded_into``),
+  read per room (:meth:`~SqliteStore.folded`); ids only, local, never replicated.
 * **Lookups by id** go through ``ids``: ``idp`` (the id's first 8 bytes as an
   integer) -> ``k``; the full ``id`` is compared in the row, so prefix collisions cost
   a row read, never a wrong answer. ``ids`` is *not* maintained per insert: random
@@ -53,8 +57,10 @@ test suite (tests/test_store.py). This module adds durability and identity check
 * **Identity**: ``PRAGMA application_id`` = :data:`APPLICATION_ID` and
   ``user_version`` = :data:`SCHEMA_VERSION`. Opening checks the file *before* writing
   anything: not SQLite, truncated, damaged, or another application's database ->
-  :class:`~p2pmsg.errors.StoreCorruptError`; a newer or older schema version ->
-  :class:`~p2pmsg.errors.StoreError`. Such files are never modified.
+  :class:`~p2pmsg.errors.StoreCorruptError`; a newer schema version, or one older
+  than 2 -> :class:`~p2pmsg.errors.StoreError`. Such files are never modified.
+  A version-2 file is **migrated** on open, in one transaction (it gains the
+  ``folded`` table, and ``misbehaviour`` if it predates it; nothing else changes).
 
 Open with ``with SqliteStore(path) as store:`` (or call :meth:`~SqliteStore.close`).
 """
@@ -80,11 +86,13 @@ __all__ = ["APPLICATION_ID", "MAX_LOGS", "MAX_STORED_SEQ", "SCHEMA_VERSION", "Sq
 
 APPLICATION_ID = 0x7032706D
 """``PRAGMA application_id`` of p2pmsg stores: ASCII ``p2pm``."""
-SCHEMA_VERSION = 2
-"""``PRAGMA user_version`` written by this code; other versions are refused.
+SCHEMA_VERSION = 3
+"""``PRAGMA user_version`` written by this code; newer versions are refused.
 
 2: payload bytes moved into the ``entries`` row (one b-tree insert per entry, not
-two). Version-1 files predate any deployment and are refused, not migrated."""
+two). Version-1 files predate any deployment and are refused, not migrated.
+3: the ``folded`` table (links of erased edits and reactions to their message).
+Version-2 files are migrated on open (:func:`_migrate`)."""
 
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 # Checkpoint every ~40 MB of WAL instead of SQLite's 4 MB: fewer checkpoint fsyncs and
@@ -103,7 +111,12 @@ _HEADER_SIZE = 100
 _SQLITE_CORRUPT = 11
 _SQLITE_NOTADB = 26
 _MISSING, _PRESENT, _ERASED = 0, 1, 2
-_TABLES = frozenset({"logs", "entries", "ids", "forks"})
+_TABLES = frozenset({"logs", "entries", "ids", "forks", "misbehaviour", "folded"})
+"""Tables every current (version 3) file has."""
+_TABLES_V2 = frozenset({"logs", "entries", "ids", "forks"})
+"""Tables a version-2 file must have to be migrated (``misbehaviour`` came later)."""
+_MIGRATABLE = 2
+"""The oldest schema version :func:`_migrate` brings up to date."""
 
 _SEQ_BITS = 36
 _SEQ_MASK = (1 << _SEQ_BITS) - 1
@@ -121,8 +134,16 @@ _SQL_MISBEHAVIOUR_TABLE = """CREATE TABLE IF NOT EXISTS misbehaviour (
         entry BLOB NOT NULL,
         UNIQUE (kind, author, topic)
     )"""
-"""Part of schema 2's ``_SCHEMA``; also created (additively) on open when missing, as
-it was added to files of this version after they were first written."""
+"""Part of ``_SCHEMA``; also created by the migration of a version-2 file when
+missing, as it was added to files of that version after they were first written."""
+
+_SQL_FOLDED_TABLE = """CREATE TABLE IF NOT EXISTS folded (
+        topic BLOB NOT NULL,
+        id BLOB NOT NULL,
+        message BLOB NOT NULL,
+        PRIMARY KEY (topic, id)
+    ) WITHOUT ROWID"""
+"""Erased entry -> the message it was folded into (schema 3; see the module docs)."""
 
 _SCHEMA = (
     """CREATE TABLE logs (
@@ -165,6 +186,7 @@ _SCHEMA = (
     )""",
     "CREATE INDEX forks_log ON forks (author, topic)",
     _SQL_MISBEHAVIOUR_TABLE,
+    _SQL_FOLDED_TABLE,
 )
 
 # SQL text is kept constant so sqlite3's statement cache reuses the prepared statements.
@@ -218,6 +240,8 @@ _SQL_MARK_INDEXED = "UPDATE logs SET indexed = height WHERE height > indexed"
 # zeroed, so an erased payload leaves no copy in the database pages.
 _SQL_PUT_PAYLOAD = "UPDATE entries SET pstate = 1, ts = NULL, payload = ? WHERE k = ?"
 _SQL_ERASE_PAYLOAD = "UPDATE entries SET pstate = 2, ts = NULL, payload = NULL WHERE k = ?"
+_SQL_FOLD = "INSERT OR IGNORE INTO folded (topic, id, message) VALUES (?, ?, ?)"
+_SQL_FOLDED = "SELECT id, message FROM folded WHERE topic = ?"
 _SQL_MISSING = (
     "SELECT e.id FROM logs l JOIN entries e"
     " ON e.k BETWEEN (l.log << 36) + 1 AND (l.log << 36) + 68719476735"
@@ -301,7 +325,7 @@ class SqliteStore:
         try:
             conn.execute("PRAGMA trusted_schema = OFF")
             conn.execute("PRAGMA secure_delete = ON")
-            new = _inspect(conn, self.path)
+            new, version = _inspect(conn, self.path)
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute(f"PRAGMA synchronous = {mode}")
             conn.execute(f"PRAGMA journal_size_limit = {_JOURNAL_SIZE_LIMIT}")
@@ -309,8 +333,8 @@ class SqliteStore:
             conn.execute(f"PRAGMA cache_size = {-_CACHE_KIB}")
             if new:
                 _create_schema(conn)
-            else:
-                conn.execute(_SQL_MISBEHAVIOUR_TABLE)
+            elif version < SCHEMA_VERSION:
+                _migrate(conn, version)
         except sqlite3.Error as exc:
             conn.close()
             raise _translate(exc, self.path, "cannot open store") from exc
@@ -625,8 +649,12 @@ class SqliteStore:
             raise StoreCorruptError(f"{self.path}: payload row inconsistent with its entry")
         return data
 
-    def erase_payload(self, entry_id: bytes) -> bool:
-        """See :meth:`Store.erase_payload`. Also checkpoints and truncates the WAL."""
+    def erase_payload(self, entry_id: bytes, *, folded_into: bytes | None = None) -> bool:
+        """See :meth:`Store.erase_payload`. The payload and the ``folded_into`` link
+        change in one transaction; a payload erased now also checkpoints and
+        truncates the WAL."""
+        if folded_into is not None and not folded_into:
+            raise StoreError("folded_into must be a message id")
         conn = self._db()
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -635,13 +663,20 @@ class SqliteStore:
                 if row is None:
                     conn.execute("ROLLBACK")
                     return False
-                k, pstate, _ = row
-                if pstate == _ERASED:
+                k, pstate, data = row
+                erase = pstate != _ERASED
+                if erase:
+                    conn.execute(_SQL_ERASE_PAYLOAD, (k,))
+                linked = folded_into is not None and conn.execute(
+                    _SQL_FOLD, (self._decode(entry_id, data).header.topic, entry_id,
+                                bytes(folded_into))).rowcount == 1
+                if not erase and not linked:
                     conn.execute("ROLLBACK")
                     return True
-                conn.execute(_SQL_ERASE_PAYLOAD, (k,))
                 conn.execute("COMMIT")
                 self.erasures += 1
+                if not erase:
+                    return True  # a link only: no payload bytes to purge from the WAL
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
@@ -650,6 +685,14 @@ class SqliteStore:
             raise _translate(exc, self.path, "erase_payload failed") from exc
         self.checkpoint()
         return True
+
+    def folded(self, topic: bytes) -> dict[bytes, bytes]:
+        out: dict[bytes, bytes] = {}
+        for entry_id, message in self._query_all(_SQL_FOLDED, (topic,)):
+            if not isinstance(entry_id, bytes) or not isinstance(message, bytes):
+                raise StoreCorruptError(f"{self.path}: damaged folded record")
+            out[entry_id] = message
+        return out
 
     def missing_payloads(self, topic: bytes, limit: int = 1000) -> list[bytes]:
         if limit <= 0:
@@ -817,8 +860,10 @@ def _precheck_file(path: Path) -> None:
         )
 
 
-def _inspect(conn: sqlite3.Connection, path: Path) -> bool:
-    """Check an opened file is ours (True: empty, create the schema). Reads only."""
+def _inspect(conn: sqlite3.Connection, path: Path) -> tuple[bool, int]:
+    """Check an opened file is ours. Reads only. Returns (new, version): new is True
+    for an empty file (create the schema); a version below :data:`SCHEMA_VERSION`
+    is one :func:`_migrate` brings up to date."""
     app_id = conn.execute("PRAGMA application_id").fetchone()[0]
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     names = {
@@ -826,7 +871,7 @@ def _inspect(conn: sqlite3.Connection, path: Path) -> bool:
     }
     objects = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
     if app_id == 0 and objects == 0 and version == 0:
-        return True
+        return True, SCHEMA_VERSION
     if app_id != APPLICATION_ID:
         raise StoreCorruptError(
             f"{path}: not a p2pmsg store (SQLite database of another application)"
@@ -836,14 +881,16 @@ def _inspect(conn: sqlite3.Connection, path: Path) -> bool:
             f"{path}: store schema version {version} is newer than supported"
             f" ({SCHEMA_VERSION}); upgrade p2pmsg"
         )
-    if 0 < version < SCHEMA_VERSION and names >= {"logs", "entries", "forks"}:
+    if 0 < version < _MIGRATABLE and names >= {"logs", "entries", "forks"}:
         raise StoreError(
             f"{path}: store schema version {version} is older than this p2pmsg"
             f" ({SCHEMA_VERSION}) and cannot be migrated (pre-release format)"
         )
+    if version == _MIGRATABLE and names >= _TABLES_V2:
+        return False, version
     if version != SCHEMA_VERSION or not names >= _TABLES:
         raise StoreCorruptError(f"{path}: p2pmsg store with a damaged or unknown schema")
-    return False
+    return False, version
 
 
 def _create_schema(conn: sqlite3.Connection) -> None:
@@ -852,6 +899,19 @@ def _create_schema(conn: sqlite3.Connection) -> None:
         for statement in _SCHEMA:
             conn.execute(statement)
         conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def _migrate(conn: sqlite3.Connection, version: int) -> None:
+    """Bring a version-2 file (checked by :func:`_inspect`) to :data:`SCHEMA_VERSION`
+    in one transaction: add the tables it lacks, then stamp the new version. Safe
+    against another connection migrating the same file at the same time (the
+    version is read again under the write lock; tables are created if missing)."""
+    with _immediate(conn):
+        if conn.execute("PRAGMA user_version").fetchone()[0] != version:
+            return  # another connection migrated it since _inspect looked
+        conn.execute(_SQL_MISBEHAVIOUR_TABLE)  # v2 files written before it existed
+        conn.execute(_SQL_FOLDED_TABLE)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
