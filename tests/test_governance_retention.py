@@ -27,8 +27,11 @@ from p2pmsg.governance.retention import (
     run_purge,
 )
 from p2pmsg.identity import Identity
+from p2pmsg.messaging import RoomState
+from p2pmsg.messaging.compose import compose_message
+from p2pmsg.messaging.content import Edit, Reaction, ReadReceipt
 from p2pmsg.messaging.payloads import MemberLeave, encode_room_payload
-from p2pmsg.messaging.timeline import open_epoch_keys
+from p2pmsg.messaging.timeline import decrypt_timeline, open_epoch_keys
 from p2pmsg.store.base import PayloadState
 from p2pmsg.store.memory import MemoryStore
 from p2pmsg.validate import verify_run
@@ -183,3 +186,40 @@ def _key_of(store: MemoryStore, entry: Entry, keys: dict[bytes, bytes]) -> bytes
     desc = attachment_of(entry, payload, keys)
     assert desc is not None
     return desc.file_key
+
+
+def test_purged_edits_and_reactions_stay_folded_into_their_message() -> None:
+    """With the node's keys, retention erases an edit, a reaction and a receipt
+    with a link to their message: the timeline shows one unavailable message, not
+    four."""
+    c = Clinic()
+    w = c.world
+    msg = c.say(c.alice, "old text")
+    extra = []
+    for content in (Edit(msg.id, "old text, corrected"), Reaction(msg.id, "+1"),
+                    ReadReceipt(msg.id)):
+        w.tick()
+        who = c.alice if isinstance(content, Edit) else c.bob
+        extra.append(w.append(who, c.topic, compose_message(
+            w.room(c.topic), who, content, seq=w.next_seq(who, c.topic), now_ms=w.now_ms)))
+    w.tick(10 * DAY_MS)
+    store = MemoryStore()
+    c.load(store)
+    view = w.room(c.topic).view
+    keys = open_epoch_keys(view, c.bob)
+    plan = run_purge(store, RetentionConfig(default_ms=5 * DAY_MS), w.now_ms, authors={},
+                     keys=keys)
+    assert set(plan.erase_ids()) == {msg.id, *(e.id for e in extra)}
+    assert store.folded(c.topic) == {e.id: msg.id for e in extra}
+    items = [(e, p if isinstance(p := store.get_payload(e.id), bytes) else None)
+             for e in iter_entries(store, [c.topic])]
+    state = RoomState(c.topic, w.org_states())
+    state.apply(items)
+    shown = decrypt_timeline(state, c.bob, folded=store.folded(c.topic)).messages
+    assert [m.id for m in shown] == [msg.id]
+    assert shown[0].status.value == "unavailable"
+    # without keys (a relay) nothing can be linked: the entries are just erased
+    relay = MemoryStore()
+    c.load(relay)
+    run_purge(relay, RetentionConfig(default_ms=5 * DAY_MS), w.now_ms, authors={})
+    assert relay.folded(c.topic) == {}

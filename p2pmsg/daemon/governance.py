@@ -378,7 +378,7 @@ def run_retention(
                    if blobs is not None else BlobExpiry((), 0, 0))
         return RetentionRun(plan, expired, 0)
     views = room_views(store, orgs)
-    keys = epoch_keys(views, identity, keyring) if blobs is not None else {}
+    keys = epoch_keys(views, identity, keyring)  # attachments, and edits folded in
     plan = run_purge(store, config.retention, now_ms, authors=authors, audit=audit,
                      blobs=blobs, keys=keys)
     forgotten: list[bytes] = []

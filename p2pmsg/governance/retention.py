@@ -51,7 +51,14 @@ from ..blobs import BlobStore
 from ..entry import MAX_PAYLOAD_SIZE, Entry
 from ..errors import DecodeError, ValidationError
 from ..hlc import physical_ms
-from ..messaging.content import Attachment, AttachmentDescriptor
+from ..messaging.content import (
+    Attachment,
+    AttachmentDescriptor,
+    Content,
+    Edit,
+    Reaction,
+    ReadReceipt,
+)
 from ..messaging.crypto import decrypt_content
 from ..messaging.kinds import CONTROL_KINDS, Kind
 from ..messaging.org import OrgState
@@ -204,11 +211,8 @@ def collect_candidates(
     return out
 
 
-def attachment_of(
-    entry: Entry, payload: bytes, keys: Mapping[bytes, bytes]
-) -> AttachmentDescriptor | None:
-    """The attachment descriptor of a SEALED payload, if ``keys`` (epoch id -> AEAD
-    key, :func:`~p2pmsg.messaging.timeline.open_epoch_keys`) open it; else None."""
+def _open(entry: Entry, payload: bytes, keys: Mapping[bytes, bytes]) -> Content | None:
+    """The content of a SEALED payload if ``keys`` open it (and it checks), else None."""
     try:
         sealed = decode_room_payload(payload)
     except DecodeError:
@@ -217,10 +221,30 @@ def attachment_of(
         return None
     h = entry.header
     try:
-        content = decrypt_content(keys[sealed.epoch], h.topic, h.author, h.seq, sealed)
+        return decrypt_content(keys[sealed.epoch], h.topic, h.author, h.seq, sealed)
     except ValidationError:  # DecryptionError, DecodeError, RefsMismatchError
         return None
+
+
+def attachment_of(
+    entry: Entry, payload: bytes, keys: Mapping[bytes, bytes]
+) -> AttachmentDescriptor | None:
+    """The attachment descriptor of a SEALED payload, if ``keys`` (epoch id -> AEAD
+    key, :func:`~p2pmsg.messaging.timeline.open_epoch_keys`) open it; else None."""
+    content = _open(entry, payload, keys)
     return content.descriptor if isinstance(content, Attachment) else None
+
+
+def fold_target(entry: Entry, payload: bytes, keys: Mapping[bytes, bytes]) -> bytes | None:
+    """The message an edit, reaction or read receipt modifies, if ``keys`` open it:
+    erased with that link (``Store.erase_payload(folded_into=)``) it stays folded
+    into its message on the timeline instead of showing as an unavailable one."""
+    match _open(entry, payload, keys):
+        case Edit(target, _) | Reaction(target, _):
+            return target
+        case ReadReceipt(up_to):
+            return up_to
+    return None
 
 
 def attachment_roots(
@@ -270,21 +294,27 @@ def run_purge(
 
     With ``blobs``, the attachment blobs of purged messages are deleted too: from
     their clear refs (SEALED v2, no key needed) or, for v1 messages, when ``keys``
-    (epoch id -> AEAD key, any rooms) open them.
+    (epoch id -> AEAD key, any rooms) open them. With ``keys``, purged edits,
+    reactions and read receipts are erased with a link to their message
+    (:func:`fold_target`), so the timeline does not list them as messages.
     """
     plan = plan_purge(collect_candidates(store, authors), config, now_ms)
     per_topic: Counter[bytes] = Counter()
     blobs_per_topic: Counter[bytes] = Counter()
     entries = ({e.id: e for e in iter_entries(store, {c.topic for c in plan.erase})}
-               if blobs is not None and plan.erase else {})
+               if (blobs is not None or keys) and plan.erase else {})
     for c in plan.erase:
         payload = store.get_payload(c.entry_id)
         entry = entries.get(c.entry_id)
-        if blobs is not None and entry is not None and isinstance(payload, bytes):
-            deleted = delete_attachment(blobs, entry, payload, keys)
-            if deleted:
-                blobs_per_topic[c.topic] += deleted
-        if store.erase_payload(c.entry_id):
+        folded = None
+        if entry is not None and isinstance(payload, bytes):
+            if blobs is not None:
+                deleted = delete_attachment(blobs, entry, payload, keys)
+                if deleted:
+                    blobs_per_topic[c.topic] += deleted
+            if keys:
+                folded = fold_target(entry, payload, keys)
+        if store.erase_payload(c.entry_id, folded_into=folded):
             per_topic[c.topic] += 1
     plan = replace(plan, blobs_deleted=sum(blobs_per_topic.values()))
     if audit is not None:
