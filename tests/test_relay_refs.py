@@ -17,6 +17,7 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -508,3 +509,37 @@ def test_relay_scan_picks_up_payloads_that_arrive_later(tmp_path: Path) -> None:
             root, c.topic, doc.id, c.bob.public_key)
         assert fetcher.scan() == []  # queued once
         assert text.id not in {r.entry for r in clear_blob_refs(store, [text.id, doc.id])}
+
+
+async def test_relay_backs_off_from_a_blob_nobody_serves(
+        autojump_clock: trio.testing.MockClock, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A member can name roots nobody holds; the relay retries them with an
+    exponential backoff, not on every scan."""
+    async with relay_setup(tmp_path) as (a1, _b1, relay, _a_scope, topic):
+        message_id = await a1.send_file(topic, os.urandom(5000), name="gone.bin")
+        await wait_until(lambda: isinstance(relay.store.get_payload(message_id), bytes))
+        store_a = a1.node.blob_store
+        assert store_a is not None
+        (root,) = store_a.roots(room=topic)
+        store_a.delete_blob(root)  # now nobody serves it
+        calls: list[bytes] = []
+        fetch = relay.fetch_blob
+
+        async def counting(root: bytes, room: bytes, **kw: Any) -> Any:
+            calls.append(root)
+            return await fetch(root, room, **kw)
+
+        monkeypatch.setattr(relay, "fetch_blob", counting)
+        fetcher = RelayBlobFetcher(relay, [topic])
+        assert (await fetcher.run_once()).unavailable == [root] and len(calls) == 1
+        assert (await fetcher.run_once()).unavailable == [root] and len(calls) == 1
+        await trio.sleep(fetcher.base_backoff + 0.1)
+        await fetcher.run_once()
+        assert len(calls) == 2
+        await trio.sleep(fetcher.base_backoff + 0.1)  # the second delay is twice as long
+        await fetcher.run_once()
+        assert len(calls) == 2
+        await trio.sleep(fetcher.base_backoff)
+        await fetcher.run_once()
+        assert len(calls) == 3

@@ -483,6 +483,12 @@ class RelayBlobFetcher:
         self._wanted: dict[bytes, BlobRef] = {}
         """root -> the first ref naming it, until fetched or refused."""
         self._refused: set[bytes] = set()
+        self._retry: dict[bytes, tuple[int, float]] = {}
+        """root -> (failed attempts, trio time of the next try): a blob nobody
+        serves (a member can name roots that do not exist) is retried with
+        exponential backoff, capped at :attr:`max_backoff`, never in a tight loop."""
+        self.base_backoff = 5.0
+        self.max_backoff = 3600.0
 
     def _new_entry_ids(self) -> list[bytes]:
         store = self.node.store
@@ -525,8 +531,10 @@ class RelayBlobFetcher:
         for root, ref in sorted(self._wanted.items()):
             if not self._still_named(ref):
                 del self._wanted[root]
+                self._retry.pop(root, None)
                 continue
-            if not self.node.connected_peers():
+            attempts, next_try = self._retry.get(root, (0, 0.0))
+            if not self.node.connected_peers() or trio.current_time() < next_try:
                 report.unavailable.append(root)
                 continue
             org = self.authors.get(ref.author, b"")
@@ -534,6 +542,7 @@ class RelayBlobFetcher:
                 with trio.move_on_after(self.fetch_timeout) as scope:
                     await self.node.fetch_blob(root, ref.room, org=org)
             except BlobUnavailableError:
+                self._back_off(root, attempts)
                 report.unavailable.append(root)
                 continue
             except P2PMsgError as exc:  # quota, size, a bad blob: not retried
@@ -544,9 +553,11 @@ class RelayBlobFetcher:
                 report.refused.append(root)
                 continue
             if scope.cancelled_caught:
+                self._back_off(root, attempts)
                 report.unavailable.append(root)
                 continue
             del self._wanted[root]
+            self._retry.pop(root, None)
             if blobs.room_of(root) != ref.room:
                 self._refused.add(root)
                 report.refused.append(root)
@@ -555,6 +566,10 @@ class RelayBlobFetcher:
             else:
                 report.fetched.append(root)
         return report
+
+    def _back_off(self, root: bytes, attempts: int) -> None:
+        delay = min(self.max_backoff, self.base_backoff * 2 ** min(attempts, 20))
+        self._retry[root] = (attempts + 1, trio.current_time() + delay)
 
     async def run(self, interval: float = 5.0) -> None:
         """:meth:`run_once` every ``interval`` seconds, until cancelled."""
