@@ -13,6 +13,7 @@ from pathlib import Path
 from governance_helpers import Clinic
 
 from p2pmsg.daemon.governance import Governance, GovernanceConfig
+from p2pmsg.entry import Entry
 from p2pmsg.governance.audit import AuditKind, AuditLog
 from p2pmsg.governance.changes import prune_cutoff, record_changes, recorded_refs
 from p2pmsg.governance.federation import Organisation, OrgKind, issue_federation_list
@@ -21,6 +22,7 @@ from p2pmsg.governance.retention import RetentionConfig
 from p2pmsg.identity import Identity, short_id
 from p2pmsg.messaging import control_topic
 from p2pmsg.messaging.compose import compose_remove
+from p2pmsg.messaging.room import RoomView
 from p2pmsg.messenger.invitations import compose_invitation
 from p2pmsg.store.memory import MemoryStore
 
@@ -31,6 +33,12 @@ def _store(c: Clinic) -> MemoryStore:
     store = MemoryStore()
     c.load(store)
     return store
+
+
+def _last(c: Clinic) -> tuple[list[Entry], dict[bytes, bytes]]:
+    entry, payload = c.world.topics[c.topic][-1]
+    assert payload is not None
+    return [entry], {entry.id: payload}
 
 
 def _kinds(audit: AuditLog) -> list[tuple[AuditKind, object]]:
@@ -85,6 +93,18 @@ def test_daemon_governance_audits_changes_and_not_twice_after_restart(tmp_path: 
     try:
         assert _kinds(gov.audit) == [(AuditKind.MEMBERSHIP_CHANGED, "create"),
                                      (AuditKind.KEY_ROTATED, None)]
+        # nothing new in the store: no room is planned or audited again
+        planned: list[int] = []
+
+        def count(views: list[RoomView]) -> int:
+            planned.append(len(views))
+            return 0
+
+        gov.enforce_redactions = count  # type: ignore[method-assign]
+        assert gov.refresh_rooms() == 1 and planned == []
+        c.say(c.alice, "new")
+        store.append(*_last(c))
+        assert gov.refresh_rooms() == 1 and planned == [1]
     finally:
         gov.close()
     c.world.revoke(c.b, c.bert)

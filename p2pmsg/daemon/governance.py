@@ -38,8 +38,8 @@ own retention (``audit_retention_days``, :meth:`~p2pmsg.governance.AuditLog.prun
 and finally the audit head written to
 the structured log (``event=audit_head``) as an anchor outside the audit file.
 
-Room re-resolution reads every room of the store each interval: fine for the
-hundreds of rooms of a ward, to be made incremental for very large stores.
+The room views of the periodic refresh are kept incrementally
+(:class:`~p2pmsg.daemon.rooms.StoreRooms`): each interval reads only what is new.
 """
 
 from __future__ import annotations
@@ -88,6 +88,7 @@ from ..messenger.invitations import open_invitation
 from ..messenger.keyring import Keyring
 from ..store.base import Store
 from .logsetup import event
+from .rooms import StoreRooms
 
 __all__ = [
     "MODES",
@@ -420,6 +421,9 @@ class Governance:
         self.policy = GovernancePolicy(self.registry, wall_clock, config.local)
         self._mtime: int | None = None
         self._stale_logged = False
+        self._rooms = StoreRooms(store)
+        self._last_views: dict[bytes, RoomView] = {}
+        """The stored rooms' views, kept up to date incrementally (daemon/rooms.py)."""
         self._recorded = recorded_refs(self.audit)
         """Refs of the membership/key/device changes already in the audit log."""
         self.reload(force=True)
@@ -484,17 +488,22 @@ class Governance:
         return org_states(self.store, ids)
 
     def refresh_rooms(self) -> int:
-        """Feed every stored room's current membership to the policy."""
+        """Feed every stored room's current membership to the policy; audit the
+        changes and apply the redactions of the rooms whose view changed since the
+        last call (views are kept incrementally, so unchanged rooms cost nothing)."""
         orgs = self._orgs()
         self.policy.update_persons(orgs)
-        views = room_views(self.store, orgs)
-        for view in views:
+        views = self._rooms.views(orgs)
+        changed = [v for v in views if self._last_views.get(v.topic) is not v]
+        self._last_views = {v.topic: v for v in views}
+        for view in changed:
             self.policy.update_room(view)
-        written = record_changes(self.audit, views, orgs, self.clock(), self._recorded,
+        written = record_changes(self.audit, changed, orgs, self.clock(), self._recorded,
                                  since_ms=prune_cutoff(self.audit))
         if written:
             event("changes_audited", records=written)
-        self.enforce_redactions(views)
+        if changed:
+            self.enforce_redactions(changed)
         return len(views)
 
     def invited_rooms(self, org_id: bytes, seen: set[bytes]) -> list[bytes]:
