@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from messaging_helpers import Org, World
 
 from p2pmsg.blobs import BlobStore
 from p2pmsg.blobs.format import describe
+from p2pmsg.daemon.governance import GovernanceConfig
 from p2pmsg.entry import Entry
+from p2pmsg.governance.federation import Organisation, OrgKind, issue_federation_list
+from p2pmsg.governance.policy import LocalPolicy
+from p2pmsg.governance.retention import RetentionConfig
 from p2pmsg.identity import Identity
 from p2pmsg.messaging import MemberSpec, RoomKind, compose_room
 from p2pmsg.messaging.compose import compose_message, compose_rekey, compose_text
@@ -82,3 +87,17 @@ class Clinic:
                 if e.id == entry.id and p is not None:
                     return p
         raise KeyError(entry.id.hex())
+
+
+def governance_config(c: Clinic, tmp_path: Path, node: Identity,
+                      retention: RetentionConfig | None = None) -> GovernanceConfig:
+    """A daemon ``[governance]`` config for ``node`` (listed as org A's node) with a
+    federation list naming the clinic's organisations, signed by a fresh issuer."""
+    issuer = Identity.generate()
+    flist = tmp_path / "federation.bin"
+    flist.write_bytes(issue_federation_list(issuer, 1, c.world.now_ms, [
+        Organisation(c.a.id, "A", OrgKind.HOSPITAL, (node.public_key,)),
+        Organisation(c.b.id, "B", OrgKind.CLINIC)]).raw)
+    return GovernanceConfig(federation_list=flist, issuer=issuer.public_key,
+                            local=LocalPolicy(), audit_log=tmp_path / "audit.db",
+                            retention=retention or RetentionConfig())

@@ -10,13 +10,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import sqlite3
 from pathlib import Path
 
 import pytest
-from governance_helpers import Clinic
+from governance_helpers import Clinic, governance_config
 
 from p2pmsg.blobs import BlobStore
 from p2pmsg.daemon.governance import (
@@ -31,9 +30,6 @@ from p2pmsg.governance.attachments import expire_blobs
 from p2pmsg.governance.audit import AuditKind, AuditLog
 from p2pmsg.governance.federation import (
     DEFAULT_MAX_AGE_MS,
-    Organisation,
-    OrgKind,
-    issue_federation_list,
 )
 from p2pmsg.governance.policy import LocalPolicy
 from p2pmsg.governance.retention import DAY_MS, RetentionConfig
@@ -185,13 +181,7 @@ def test_daemon_governance_applies_redactions_on_a_relay(tmp_path: Path) -> None
         c.world.room(c.topic), c.bob, Redaction(target.id, "wrong patient"),
         seq=c.world.next_seq(c.bob, c.topic), now_ms=c.world.now_ms))
     relay = Identity.generate()
-    issuer = Identity.generate()
-    flist = tmp_path / "federation.bin"
-    flist.write_bytes(issue_federation_list(issuer, 1, c.world.now_ms, [
-        Organisation(c.a.id, "A", OrgKind.HOSPITAL, (relay.public_key,)),
-        Organisation(c.b.id, "B", OrgKind.CLINIC)]).raw)
-    cfg = dataclasses.replace(_gov(tmp_path, RetentionConfig()), federation_list=flist,
-                              issuer=issuer.public_key)
+    cfg = governance_config(c, tmp_path, relay)
     store = _loaded(c)
     gov = Governance(cfg, relay, store, lambda: c.world.now_ms)
     try:

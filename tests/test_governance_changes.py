@@ -10,15 +10,12 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from governance_helpers import Clinic
+from governance_helpers import Clinic, governance_config
 
-from p2pmsg.daemon.governance import Governance, GovernanceConfig
+from p2pmsg.daemon.governance import Governance
 from p2pmsg.entry import Entry
 from p2pmsg.governance.audit import AuditKind, AuditLog
 from p2pmsg.governance.changes import prune_cutoff, record_changes, recorded_refs
-from p2pmsg.governance.federation import Organisation, OrgKind, issue_federation_list
-from p2pmsg.governance.policy import LocalPolicy
-from p2pmsg.governance.retention import RetentionConfig
 from p2pmsg.identity import Identity, short_id
 from p2pmsg.messaging import control_topic
 from p2pmsg.messaging.compose import compose_remove
@@ -80,14 +77,7 @@ def test_changes_are_recorded_once_with_ids_and_counts(tmp_path: Path) -> None:
 def test_daemon_governance_audits_changes_and_not_twice_after_restart(tmp_path: Path) -> None:
     c = Clinic()
     relay = Identity.generate()
-    issuer = Identity.generate()
-    flist = tmp_path / "federation.bin"
-    flist.write_bytes(issue_federation_list(issuer, 1, c.world.now_ms, [
-        Organisation(c.a.id, "A", OrgKind.HOSPITAL, (relay.public_key,)),
-        Organisation(c.b.id, "B", OrgKind.CLINIC)]).raw)
-    cfg = GovernanceConfig(federation_list=flist, issuer=issuer.public_key,
-                           local=LocalPolicy(), audit_log=tmp_path / "audit.db",
-                           retention=RetentionConfig())
+    cfg = governance_config(c, tmp_path, relay)
     store = _store(c)
     gov = Governance(cfg, relay, store, lambda: c.world.now_ms)
     try:
@@ -129,14 +119,7 @@ def test_daemon_takes_room_invitations_for_a_node_without_messenger(tmp_path: Pa
     stranger = Identity.generate()  # not certified anywhere: its invitation is ignored
     other_room = b"\x77" * 32
     w.append(stranger, control_topic(c.a.id), compose_invitation(relay.public_key, other_room))
-    issuer = Identity.generate()
-    flist = tmp_path / "federation.bin"
-    flist.write_bytes(issue_federation_list(issuer, 1, w.now_ms, [
-        Organisation(c.a.id, "A", OrgKind.HOSPITAL, (relay.public_key,)),
-        Organisation(c.b.id, "B", OrgKind.CLINIC)]).raw)
-    cfg = GovernanceConfig(federation_list=flist, issuer=issuer.public_key,
-                           local=LocalPolicy(), audit_log=tmp_path / "audit.db",
-                           retention=RetentionConfig())
+    cfg = governance_config(c, tmp_path, relay)
     store = MemoryStore()
     for topic, items in w.topics.items():  # the relay holds only the control topics
         if topic != c.topic:
