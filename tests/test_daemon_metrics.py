@@ -23,7 +23,7 @@ LINE = re.compile(r"^[a-z0-9_]+ -?[0-9.e+]+$")
 def test_every_metric_reads_a_statistics_field_or_a_daemon_value() -> None:
     stat_fields = set(NodeStatistics.__slots__)
     daemon_values = {"peers", "stored_forks", "uptime", "sync_lag", "purge_runs",
-                     "purged_payloads", "purge_held"}
+                     "purged_payloads", "purge_held"} | set(PurgeCounts().values())
     for m in METRICS:
         assert m.source in stat_fields | daemon_values, m
         assert m.kind in ("gauge", "counter")
@@ -103,6 +103,19 @@ def test_purge_counts_accumulate_over_runs_and_render_as_counters() -> None:
     assert "p2pmsg_purged_payloads_total 7" in lines
     assert "p2pmsg_purge_runs_total 2" in lines
     assert "p2pmsg_purge_held_total 1" in lines
+
+
+def test_governance_counters_render_as_counters() -> None:
+    counts = PurgeCounts()
+    counts.record(erased=1, held=0, blobs=2, keys=3, audit_pruned=4)
+    counts.record(erased=0, held=0, blobs=1)
+    counts.redactions, counts.changes, counts.fetched = 5, 6, 7
+    lines = render_metrics(counts.values()).splitlines()
+    for line in ("p2pmsg_purged_blobs_total 3", "p2pmsg_keys_shredded_total 3",
+                 "p2pmsg_audit_pruned_total 4", "p2pmsg_redactions_applied_total 5",
+                 "p2pmsg_changes_audited_total 6", "p2pmsg_attachments_fetched_total 7",
+                 "# TYPE p2pmsg_redactions_applied_total counter"):
+        assert line in lines, line
 
 
 def test_purge_series_absent_without_governance() -> None:

@@ -421,6 +421,11 @@ class Governance:
         self.policy = GovernancePolicy(self.registry, wall_clock, config.local)
         self._mtime: int | None = None
         self._stale_logged = False
+        self.last_run: RetentionRun | None = None
+        """What the last :meth:`purge` did."""
+        self.changes_audited = 0
+        self.redactions_applied = 0
+        """Counts since start (metrics)."""
         self._rooms = StoreRooms(store)
         self._last_views: dict[bytes, RoomView] = {}
         """The stored rooms' views, kept up to date incrementally (daemon/rooms.py)."""
@@ -500,10 +505,11 @@ class Governance:
             self.policy.update_room(view)
         written = record_changes(self.audit, changed, orgs, self.clock(), self._recorded,
                                  since_ms=prune_cutoff(self.audit))
+        self.changes_audited += written
         if written:
             event("changes_audited", records=written)
         if changed:
-            self.enforce_redactions(changed)
+            self.redactions_applied += self.enforce_redactions(changed)
         return len(views)
 
     def invited_rooms(self, org_id: bytes, seen: set[bytes]) -> list[bytes]:
@@ -554,6 +560,7 @@ class Governance:
         run = run_retention(self.config, self.store, self.clock(), identity=self.identity,
                             orgs=self._orgs(), audit=self.audit, blobs=self.blobs,
                             keyring=self.keyring)
+        self.last_run = run
         plan = run.plan
         event("purge", erased=len(plan.erase), held=plan.held,
               kept_structure=plan.kept_structure, blobs=plan.blobs_deleted,

@@ -90,27 +90,60 @@ METRICS: tuple[Metric, ...] = (
            "Payloads erased by the daemon's retention purge.", "purged_payloads"),
     Metric("p2pmsg_purge_held_total", "counter",
            "Payloads due for purge but kept by a legal hold (summed over runs).", "purge_held"),
+    Metric("p2pmsg_purged_blobs_total", "counter",
+           "Attachment blobs deleted by retention (with their message, or past the limit).",
+           "purged_blobs"),
+    Metric("p2pmsg_keys_shredded_total", "counter",
+           "Epoch keys forgotten by retention because no stored message needs them.",
+           "keys_shredded"),
+    Metric("p2pmsg_audit_pruned_total", "counter",
+           "Audit records deleted by the audit log's own retention.", "audit_pruned"),
+    Metric("p2pmsg_redactions_applied_total", "counter",
+           "Redactions that erased something on this node (members and relays).",
+           "redactions_applied"),
+    Metric("p2pmsg_changes_audited_total", "counter",
+           "Membership, key and revocation changes written to the audit log.",
+           "changes_audited"),
+    Metric("p2pmsg_attachments_fetched_total", "counter",
+           "Attachment blobs fetched for serving ([attachments] fetch).",
+           "attachments_fetched"),
 )
 
 
 @dataclass(slots=True)
 class PurgeCounts:
-    """What the daemon's purge timer did since start (``run`` feeds it, metrics read it)."""
+    """What the daemon's governance did since start — retention runs, redactions,
+    audited changes — and the attachment fetcher (``run`` feeds it, metrics read it)."""
 
     runs: int = 0
     erased: int = 0
     held: int = 0
+    blobs: int = 0
+    keys: int = 0
+    audit_pruned: int = 0
+    redactions: int = 0
+    changes: int = 0
+    fetched: int = 0
+    """Blobs fetched by the attachment fetcher (counted even without governance)."""
 
-    def record(self, erased: int, held: int) -> None:
+    def record(self, erased: int, held: int, *, blobs: int = 0, keys: int = 0,
+               audit_pruned: int = 0) -> None:
         """Count one finished purge run."""
         self.runs += 1
         self.erased += erased
         self.held += held
+        self.blobs += blobs
+        self.keys += keys
+        self.audit_pruned += audit_pruned
 
     def values(self) -> dict[str, float]:
         """The metric values (see :data:`METRICS`)."""
         return {"purge_runs": float(self.runs), "purged_payloads": float(self.erased),
-                "purge_held": float(self.held)}
+                "purge_held": float(self.held), "purged_blobs": float(self.blobs),
+                "keys_shredded": float(self.keys), "audit_pruned": float(self.audit_pruned),
+                "redactions_applied": float(self.redactions),
+                "changes_audited": float(self.changes),
+                "attachments_fetched": float(self.fetched)}
 
 
 class SyncLagTracker:

@@ -155,8 +155,19 @@ class _CountingGovernance(Governance):
 
     def purge(self) -> PurgePlan:
         plan = super().purge()
-        self.purge_counts.record(len(plan.erase), plan.held)
+        run = self.last_run
+        self.purge_counts.record(
+            len(plan.erase), plan.held,
+            blobs=plan.blobs_deleted + (len(run.expired.deleted) if run else 0),
+            keys=run.keys_forgotten if run else 0, audit_pruned=run.audit_pruned if run else 0)
         return plan
+
+    def refresh_rooms(self) -> int:
+        count = super().refresh_rooms()
+        if hasattr(self, "purge_counts"):  # None during Governance.__init__
+            self.purge_counts.redactions = self.redactions_applied
+            self.purge_counts.changes = self.changes_audited
+        return count
 
 
 async def _take_invitations(node: Node, gov: Governance, org_id: bytes) -> None:
@@ -172,7 +183,7 @@ async def _take_invitations(node: Node, gov: Governance, org_id: bytes) -> None:
 
 
 async def _fetch_attachments(node: Node, store: SqliteStore, org_ids: list[bytes],
-                             interval: float) -> None:
+                             interval: float, counts: PurgeCounts | None = None) -> None:
     """Fetch the blobs that clear attachment refs of stored rooms name, so this node
     can serve them when their sender is offline (docs/attachments.md, "Relays").
     Blobs are charged to the author's organisation (refreshed from the control
@@ -183,6 +194,8 @@ async def _fetch_attachments(node: Node, store: SqliteStore, org_ids: list[bytes
         report = await fetcher.run_once()
         if report.fetched:
             event("attachments_fetched", blobs=len(report.fetched))
+            if counts is not None:
+                counts.fetched += len(report.fetched)
         await trio.sleep(interval)
 
 
@@ -352,7 +365,7 @@ async def run_daemon(
                     if config.fetch_attachments:
                         nursery.start_soon(partial(_fetch_attachments, node, store,
                                                    [config.org_id or b"", *orgs],
-                                                   config.fetch_interval))
+                                                   config.fetch_interval, purges))
                     event("ready", node=short_id(node.id), node_name=config.name,
                           pid=os.getpid(), metrics=metrics,
                           listen=",".join(a for t in transports for a in t.addresses()) or "-",
