@@ -50,12 +50,14 @@ from ..errors import CertificateError, DecodeError, Reason, TransportError
 from ..governance.retention import PurgePlan, device_orgs
 from ..identity import Identity, short_id
 from ..keyfile import load_identity
+from ..messaging.org import control_topic
 from ..net.base import Discovery, PeerHint, Transport, available_transports, load_transport
 from ..node import Node, NodeConfig, audited_allow_peer, open_node
 from ..node.audit import AuditSink
 from ..node.blobs import RelayBlobFetcher
 from ..node.config import system_wall_ms
 from ..policy import AllowAllPolicy, Policy, TopicPolicy
+from ..store.base import LogHead
 from ..store.sqlite import SqliteStore
 from .api import daemon_keyring, known_orgs, node_topics, serve_local_api
 from .config import ConfigError, DaemonConfig
@@ -186,11 +188,15 @@ async def _fetch_attachments(node: Node, store: SqliteStore, org_ids: list[bytes
                              interval: float, counts: PurgeCounts | None = None) -> None:
     """Fetch the blobs that clear attachment refs of stored rooms name, so this node
     can serve them when their sender is offline (docs/attachments.md, "Relays").
-    Blobs are charged to the author's organisation (refreshed from the control
-    topics each round)."""
+    Blobs are charged to the author's organisation (re-read from the control topics
+    when one of them grew)."""
     fetcher = RelayBlobFetcher(node)
+    ids = [o for o in org_ids if o]
+    marks: list[list[LogHead]] | None = None
     while True:
-        fetcher.authors = device_orgs(org_states(store, [o for o in org_ids if o]))
+        now = [store.heads(control_topic(o)) for o in ids]
+        if now != marks:
+            fetcher.authors, marks = device_orgs(org_states(store, ids)), now
         report = await fetcher.run_once()
         if report.fetched:
             event("attachments_fetched", blobs=len(report.fetched))
