@@ -93,11 +93,16 @@ def node_topics(config: DaemonConfig, store: Store, device: bytes,
                 orgs: Iterable[bytes]) -> list[bytes]:
     """The topics the node asks peers for: configured ones, and with ``[api]``
     enabled the control topics of ``org_id`` and ``orgs`` plus the stored rooms
-    ``device`` is a member of or created."""
+    ``device`` is a member of or created. A relay (``[governance]`` without
+    ``[api]``) asks for the control topics too: its invitations arrive in its own
+    organisation's, and the inviters' certificates in theirs (the rooms themselves
+    are added at run time as their invitations are taken, also after a restart)."""
     topics = {t.topic for t in config.topics}
-    if not config.api.enabled or config.org_id is None:
+    if config.org_id is None or not (config.api.enabled or config.governance is not None):
         return sorted(topics)
     every = [config.org_id, *orgs]
+    if not config.api.enabled:
+        return sorted(topics | set(messenger_topics(every)))
     rooms = [v.topic for v in room_views(store, org_states(store, every))
              if device in v.members or (v.create is not None and v.create.creator == device)]
     return sorted(topics | set(messenger_topics(every, rooms)))
