@@ -6,14 +6,25 @@ from __future__ import annotations
 
 import os
 
+import pytest
 import trio
 import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from p2pmsg._cbor import dumps
 from p2pmsg.certs import Role, issue_certificate
 from p2pmsg.identity import Identity
 from p2pmsg.messaging import MemberSpec, control_topic
+from p2pmsg.messaging.crypto import seal_bytes
 from p2pmsg.messenger import messenger_topics, open_messenger, org_control_items
-from p2pmsg.messenger.invitations import compose_invitation, open_invitation
+from p2pmsg.messenger.invitations import (
+    INVITATION_TAG,
+    INVITATION_TAG_V2,
+    Invitation,
+    compose_invitation,
+    open_invitation,
+)
 from p2pmsg.net.base import PeerHint
 from p2pmsg.net.memory import LinkConditions, MemoryNetwork
 from p2pmsg.node import NodeConfig, open_node
@@ -31,10 +42,30 @@ def test_invitation_opens_only_for_its_device() -> None:
     me, other = Identity.generate(), Identity.generate()
     topic = os.urandom(32)
     payload = compose_invitation(me.public_key, topic)
-    assert open_invitation(me, payload) == topic
+    assert open_invitation(me, payload) == Invitation(topic)
     assert open_invitation(other, payload) is None
     for garbage in (b"", b"\x80", payload[:-1], os.urandom(64)):
         assert open_invitation(me, garbage) is None
+    # v2 names the organisations taking part (members', relays'), sorted, unique
+    orgs = (b"\x02" * 32, b"\x01" * 32, b"\x02" * 32)
+    v2 = compose_invitation(me.public_key, topic, orgs)
+    assert open_invitation(me, v2) == Invitation(topic, (b"\x01" * 32, b"\x02" * 32))
+    assert open_invitation(other, v2) is None
+    for bad in ((b"\x01" * 31,), tuple(os.urandom(32) for _ in range(65))):
+        with pytest.raises(ValueError):
+            compose_invitation(me.public_key, topic, bad)
+
+
+@settings(max_examples=200)
+@given(st.binary(max_size=600))
+def test_invitation_decoder_never_raises_on_garbage(data: bytes) -> None:
+    me = Identity.from_seed(b"\x01" * 32)
+    assert open_invitation(me, data) is None
+    sealed = seal_bytes(me.public_key, data)  # opens, but the body is garbage
+    for tag in (INVITATION_TAG, INVITATION_TAG_V2):
+        result = open_invitation(me, dumps([tag, sealed]))
+        assert result is None or (len(result.topic) == 32 and all(
+            len(o) == 32 for o in result.orgs))
 
 
 async def test_room_created_after_open_reaches_a_member_of_another_org(

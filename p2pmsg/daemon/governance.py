@@ -535,11 +535,12 @@ class Governance:
                     continue  # not yet certified here: looked at again next time
                 seen.add(entry.id)
                 payload = self.store.get_payload(entry.id)
-                room = (open_invitation(self.identity, payload)
-                        if isinstance(payload, bytes) else None)
-                if room is not None:
-                    self.policy.expect_room(room, (inviter_org, org_id))
-                    rooms.append(room)
+                invitation = (open_invitation(self.identity, payload)
+                              if isinstance(payload, bytes) else None)
+                if invitation is not None:
+                    self.policy.expect_room(invitation.topic,
+                                            (inviter_org, org_id, *invitation.orgs))
+                    rooms.append(invitation.topic)
         return rooms
 
     def enforce_redactions(self, views: list[RoomView]) -> int:

@@ -72,8 +72,10 @@ __all__ = [
     "encrypt_for_entry",
     "epoch_key",
     "new_epoch_secret",
+    "open_sealed",
     "open_secret",
     "refs_of",
+    "seal_bytes",
     "seal_secret",
 ]
 
@@ -110,19 +112,30 @@ def curve25519_public(device: bytes) -> bytes:
         raise ValueError("not a convertible Ed25519 public key") from exc
 
 
+def seal_bytes(device: bytes, data: bytes) -> bytes:
+    """``data`` in a libsodium sealed box only ``device``'s private key opens
+    (``len(data) + 48`` bytes)."""
+    box = nacl.public.SealedBox(nacl.public.PublicKey(curve25519_public(device)))
+    return bytes(box.encrypt(data))
+
+
+def open_sealed(identity: Identity, sealed: bytes) -> bytes:
+    """Open a sealed box addressed to ``identity``. Raises :class:`DecryptionError`."""
+    box = nacl.public.SealedBox(nacl.public.PrivateKey(identity.to_curve25519_private()))
+    try:
+        return bytes(box.decrypt(sealed))
+    except (nacl.exceptions.CryptoError, ValueError, TypeError) as exc:
+        raise DecryptionError("sealed box does not open") from exc
+
+
 def seal_secret(device: bytes, secret: bytes) -> bytes:
     """``secret`` sealed so only ``device``'s private key opens it (80 bytes)."""
-    box = nacl.public.SealedBox(nacl.public.PublicKey(curve25519_public(device)))
-    return bytes(box.encrypt(secret))
+    return seal_bytes(device, secret)
 
 
 def open_secret(identity: Identity, sealed: bytes) -> bytes:
     """Open a secret sealed to ``identity``. Raises :class:`DecryptionError`."""
-    box = nacl.public.SealedBox(nacl.public.PrivateKey(identity.to_curve25519_private()))
-    try:
-        secret = bytes(box.decrypt(sealed))
-    except (nacl.exceptions.CryptoError, ValueError, TypeError) as exc:
-        raise DecryptionError("sealed epoch secret does not open") from exc
+    secret = open_sealed(identity, sealed)
     if len(secret) != EPOCH_SECRET_SIZE:
         raise DecryptionError("sealed epoch secret has the wrong size")
     return secret

@@ -32,14 +32,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import nacl.exceptions
-import nacl.public
-
 from .. import _cbor
 from ..entry import TOPIC_SIZE
 from ..errors import DecodeError
 from ..identity import Identity
-from ..messaging.crypto import curve25519_public
+from ..messaging.crypto import open_sealed, seal_bytes
+from ..messaging.errors import DecryptionError
 
 __all__ = ["HISTORY_TAG", "MAX_SHARED_EPOCHS", "compose_history_share", "open_history_share"]
 
@@ -64,8 +62,7 @@ def compose_history_share(recipient: bytes, topic: bytes, keys: Mapping[bytes, b
     if any(len(e) != _ID_SIZE or len(k) != _KEY_SIZE for e, k in keys.items()):
         raise ValueError("epoch ids and keys are 32 bytes")
     plain = _cbor.dumps([topic, [[e, keys[e]] for e in sorted(keys)]])
-    box = nacl.public.SealedBox(nacl.public.PublicKey(curve25519_public(recipient)))
-    return _cbor.dumps([HISTORY_TAG, bytes(box.encrypt(plain))])
+    return _cbor.dumps([HISTORY_TAG, seal_bytes(recipient, plain)])
 
 
 def open_history_share(
@@ -81,11 +78,10 @@ def open_history_share(
     if (type(value) is not list or len(value) != 2 or value[0] != HISTORY_TAG
             or type(value[1]) is not bytes):
         return None
-    box = nacl.public.SealedBox(nacl.public.PrivateKey(identity.to_curve25519_private()))
     try:
-        plain = bytes(box.decrypt(value[1]))
-        inner = _cbor.loads_canonical(plain, "history share body", _MAX_SIZE)
-    except (nacl.exceptions.CryptoError, ValueError, TypeError, DecodeError):
+        inner = _cbor.loads_canonical(open_sealed(identity, value[1]), "history share body",
+                                      _MAX_SIZE)
+    except (DecryptionError, DecodeError):
         return None
     if type(inner) is not list or len(inner) != 2:
         return None

@@ -105,7 +105,7 @@ from ..store.base import PayloadState
 from .bootstrap import RoomPlan, plan_room
 from .errors import UnknownDevice, UnknownRoom
 from .history import compose_history_share, open_history_share
-from .invitations import compose_invitation, open_invitation
+from .invitations import MAX_INVITATION_ORGS, compose_invitation, open_invitation
 from .keyring import Keyring, MemoryKeyring
 
 __all__ = ["Messenger", "Room", "RoomRef", "open_messenger"]
@@ -522,8 +522,16 @@ class Messenger:
             return
         ctrl = control_topic(org)
         self._ensure_interest([ctrl])
-        await self.node.append(ctrl, compose_invitation(device, topic))
+        await self.node.append(ctrl, compose_invitation(device, topic, self._room_orgs(topic)))
         self._invited.add((topic, device))
+
+    def _room_orgs(self, topic: bytes) -> tuple[bytes, ...]:
+        """The organisations taking part in a room as this device sees it: members'
+        and declared relays' (named in invitations, so an invitee may fetch the room
+        from any of their nodes before it holds the room's own entries)."""
+        view = self._state(topic).view
+        orgs = {m.org for m in view.members.values()} | set(view.relays.values())
+        return tuple(sorted(orgs))[:MAX_INVITATION_ORGS]
 
     def _uninvited_devices(self, state: RoomState, since: Epoch | None) -> dict[bytes, Member]:
         """Active member devices of member *persons* that are not recipients of epoch
@@ -628,13 +636,16 @@ class Messenger:
                 continue  # maybe its certificate has not arrived yet: look again later
             self._invites_seen.add(entry.id)
             payload = self.node.payload(entry)
-            room = open_invitation(self.identity, payload) if payload is not None else None
-            if room is not None:
-                rooms.append(room)
+            invitation = (open_invitation(self.identity, payload)
+                          if payload is not None else None)
+            if invitation is not None:
+                rooms.append(invitation.topic)
                 if self.governance is not None:
                     # Before asking for the room: our policy must let the inviter's
-                    # organisation hold it, or the sync rule would not ask for it.
-                    self.governance.expect_room(room, (inviter_org, self.org))
+                    # organisation (and those it names: members', relays') hold it,
+                    # or the sync rule would not ask them for it.
+                    self.governance.expect_room(
+                        invitation.topic, (inviter_org, self.org, *invitation.orgs))
         new = self._ensure_interest(rooms)
         self.accept_history_shares()
         return new
@@ -812,7 +823,8 @@ class Messenger:
         lets it replicate the room's ciphertext. It is not a member: it cannot write
         and gets no keys, so no rekey follows. The relay node is also invited (the
         room topic sealed to its key in its organisation's control topic), so it
-        starts asking for the room. Returns the RELAY_ADD entry id."""
+        starts asking for the room, and the other member devices are invited again
+        naming the relay's organisation. Returns the RELAY_ADD entry id."""
         try:
             curve25519_public(node_key)  # the invitation is sealed to it
         except ValueError:
@@ -820,7 +832,13 @@ class Messenger:
                                   "relay node key is not a valid Ed25519 public key") from None
         entry = await self._change(room, lambda s: compose_relay_add(
             s, self.identity, node_key, org))
-        await self._invite(node_key, org, _topic(room))
+        topic = _topic(room)
+        await self._invite(node_key, org, topic)
+        # Members invited earlier know only the organisations named then; invite
+        # them again naming the relay's, so one whose only reachable node is the
+        # relay can fetch the room from it before holding the room's entries.
+        for device, member in sorted(self._state(topic).view.members.items()):
+            await self._invite(device, member.org, topic)
         return entry
 
     async def remove_relay(self, room: RoomRef, node_key: bytes) -> bytes:
