@@ -79,11 +79,10 @@ from ..governance.retention import (
 )
 from ..hlc import physical_ms
 from ..identity import Identity, short_id
-from ..messaging.crypto import epoch_key, open_secret
-from ..messaging.errors import DecryptionError
 from ..messaging.org import OrgState, control_topic
 from ..messaging.payloads import Sealed
 from ..messaging.room import RoomView, resolve_room
+from ..messaging.timeline import open_epoch_key
 from ..messenger.invitations import open_invitation
 from ..messenger.keyring import Keyring
 from ..store.base import Store
@@ -321,12 +320,8 @@ def epoch_keys(views: Iterable[RoomView], identity: Identity,
             if keyring is not None and keyring.is_forgotten(epoch.id):
                 continue
             key = keyring.get(epoch.id) if keyring is not None else None
-            sealed = epoch.recipients.get(identity.public_key)
-            if key is None and sealed is not None:
-                try:
-                    key = epoch_key(view.topic, open_secret(identity, sealed))
-                except DecryptionError:
-                    continue  # garbage sealed to us: that epoch stays unreadable
+            if key is None:
+                key = open_epoch_key(view.topic, epoch, identity)
             if key is not None:
                 keys[epoch.id] = key
     return keys

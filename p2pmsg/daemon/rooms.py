@@ -24,10 +24,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ..entry import Entry
 from ..messaging.org import OrgState, control_topic
 from ..messaging.room import RoomState, RoomView
-from ..store.base import PayloadState, Store
+from ..store.base import Store
+from ..store.tail import TopicTail
 
 __all__ = ["StoreRooms"]
 
@@ -35,10 +35,7 @@ __all__ = ["StoreRooms"]
 @dataclass
 class _Room:
     state: RoomState
-    heights: dict[bytes, int] = field(default_factory=dict)
-    """author -> seq read up to."""
-    missing: dict[bytes, Entry] = field(default_factory=dict)
-    """Entries read while their payload was MISSING (it may still arrive)."""
+    tail: TopicTail = field(default_factory=TopicTail)
 
 
 def _identity(orgs: Mapping[bytes, OrgState]) -> dict[bytes, tuple[object, object]]:
@@ -76,31 +73,7 @@ class StoreRooms:
             room = self._rooms.get(topic)
             if room is None:
                 room = self._rooms[topic] = _Room(RoomState(topic, orgs))
-            items = self._new_items(topic, room)
+            items = room.tail.pull(self.store, topic)
             if items:
                 room.state.apply(items)
         return [r.state.view for r in self._rooms.values() if r.state.view.exists]
-
-    def _new_items(self, topic: bytes, room: _Room) -> list[tuple[Entry, bytes | None]]:
-        store = self.store
-        items: list[tuple[Entry, bytes | None]] = []
-        for eid, entry in list(room.missing.items()):  # payloads that arrived since
-            value = store.get_payload(eid)
-            if isinstance(value, bytes):
-                items.append((entry, value))
-            if value is not PayloadState.MISSING:
-                del room.missing[eid]
-        for head in store.heads(topic):
-            start = room.heights.get(head.author, 0) + 1
-            if head.seq < start:
-                continue
-            for entry in store.get_range(head.author, topic, start, head.seq):
-                value = store.get_payload(entry.id)
-                if isinstance(value, bytes):
-                    items.append((entry, value))
-                else:
-                    items.append((entry, None))
-                    if value is PayloadState.MISSING:
-                        room.missing[entry.id] = entry
-            room.heights[head.author] = head.seq
-        return items

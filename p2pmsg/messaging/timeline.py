@@ -53,7 +53,7 @@ from .content import (
 from .crypto import decrypt_content, epoch_key, open_secret
 from .errors import DecryptionError
 from .payloads import RoomRole, Sealed, UnknownPayload
-from .room import Applied, RoomState, RoomView
+from .room import Applied, Epoch, RoomState, RoomView
 
 __all__ = [
     "Message",
@@ -62,6 +62,7 @@ __all__ = [
     "decrypt_messages",
     "decrypt_timeline",
     "open_content",
+    "open_epoch_key",
     "open_epoch_keys",
 ]
 
@@ -114,6 +115,18 @@ class Timeline:
     """The same messages by id (filled by :func:`decrypt_timeline`)."""
 
 
+def open_epoch_key(topic: bytes, epoch: Epoch, identity: Identity) -> bytes | None:
+    """The AEAD key of ``epoch`` if it is sealed to ``identity`` and opens, else None
+    (not a recipient, or a member sealed garbage to us: that epoch stays unreadable)."""
+    sealed = epoch.recipients.get(identity.public_key)
+    if sealed is None:
+        return None
+    try:
+        return epoch_key(topic, open_secret(identity, sealed))
+    except DecryptionError:
+        return None
+
+
 def open_epoch_keys(view: RoomView, identity: Identity) -> dict[bytes, bytes]:
     """The AEAD keys of every epoch sealed to ``identity``, by epoch id.
 
@@ -121,13 +134,9 @@ def open_epoch_keys(view: RoomView, identity: Identity) -> dict[bytes, bytes]:
     """
     keys: dict[bytes, bytes] = {}
     for epoch in view.epochs:
-        sealed = epoch.recipients.get(identity.public_key)
-        if sealed is None:
-            continue
-        try:
-            keys[epoch.id] = epoch_key(view.topic, open_secret(identity, sealed))
-        except DecryptionError:
-            continue  # a member sealed garbage to us: that epoch stays unreadable
+        key = open_epoch_key(view.topic, epoch, identity)
+        if key is not None:
+            keys[epoch.id] = key
     return keys
 
 

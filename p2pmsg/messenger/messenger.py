@@ -93,15 +93,14 @@ from ..messaging import (
     decrypt_timeline,
 )
 from ..messaging.compose import compose_relay_add, compose_relay_remove
-from ..messaging.crypto import curve25519_public, epoch_key, open_secret
-from ..messaging.errors import DecryptionError
+from ..messaging.crypto import curve25519_public
 from ..messaging.payloads import Sealed
 from ..messaging.redaction import RedactionTombstone, plan_redactions
 from ..messaging.room import Applied, Epoch, RoomView
-from ..messaging.timeline import open_cached
+from ..messaging.timeline import open_cached, open_epoch_key
 from ..node import Node
 from ..node.blobs import ProgressCallback
-from ..store.base import PayloadState
+from ..store.tail import TopicTail
 from .bootstrap import RoomPlan, plan_room
 from .errors import UnknownDevice, UnknownRoom
 from .history import compose_history_share, open_history_share
@@ -179,10 +178,8 @@ class _Read:
     """The store's erasure count when reading started (None: the store keeps none)."""
     frozen: int
     """How many logs were frozen for a bad signature when reading started."""
-    heights: dict[bytes, int] = field(default_factory=dict)
-    """author -> seq read up to."""
-    missing: dict[bytes, Entry] = field(default_factory=dict)
-    """Entries read without a payload that may still arrive (MISSING, not ERASED)."""
+    tail: TopicTail = field(default_factory=TopicTail)
+    """Heights read and entries still waiting for their payload."""
 
 
 @dataclass
@@ -312,33 +309,8 @@ class Messenger:
         if current.erasures is None or (current.erasures, current.frozen) != (
                 read.erasures, read.frozen):
             return None
-        store = self.node.store
         frozen = {b.entry.log_id: b.entry.header.seq for b in self.node.bad_signatures()}
-        new: list[Item] = []
-        for head in store.heads(topic):
-            end = head.seq
-            bad = frozen.get((head.author, topic))
-            if bad is not None:
-                end = min(end, bad - 1)  # as Node.read: up to the entry before the bad one
-            start = read.heights.get(head.author, 0) + 1
-            if end < start:
-                continue
-            for entry in store.get_range(head.author, topic, start, end):
-                value = store.get_payload(entry.id)
-                if isinstance(value, bytes):
-                    new.append((entry, value))
-                else:
-                    if value is PayloadState.MISSING:
-                        read.missing[entry.id] = entry
-                    new.append((entry, None))
-            read.heights[head.author] = end
-        for entry_id, entry in list(read.missing.items()):
-            value = store.get_payload(entry_id)
-            if isinstance(value, bytes):
-                new.append((entry, value))
-            if value is not PayloadState.MISSING:
-                del read.missing[entry_id]
-        return new
+        return read.tail.pull(self.node.store, topic, frozen)
 
     def _read_all(self, topic: bytes) -> tuple[list[Item], _Read]:
         read = self._new_read()
@@ -1074,16 +1046,14 @@ class Messenger:
                 continue
             key = self.keyring.get(epoch.id)
             if key is None:
-                sealed = epoch.recipients.get(self.device)
-                if sealed is None:
+                if self.device not in epoch.recipients:
                     shared = self._shared.get((view.topic, epoch.id))
                     if shared is not None:  # from a device of this person: keep it
                         self.keyring.put(epoch.id, shared)
                         keys[epoch.id] = shared
                     continue
-                try:
-                    key = epoch_key(view.topic, open_secret(self.identity, sealed))
-                except DecryptionError:
+                key = open_epoch_key(view.topic, epoch, self.identity)
+                if key is None:
                     continue  # a member sealed garbage to us: that epoch stays unreadable
                 self.keyring.put(epoch.id, key)
             keys[epoch.id] = key
