@@ -53,9 +53,6 @@ from ..governance.federation import (
     verify_federation_list,
 )
 from ..governance.records import render_records
-from ..governance.retention import (
-    device_orgs,
-)
 from ..identity import Identity, short_id
 from ..keyfile import load_identity
 from ..messaging.org import OrgState
@@ -126,10 +123,14 @@ def _trusted_list(config: DaemonConfig) -> FederationList | None:
     return registry.current
 
 
-def _views(config: DaemonConfig, store: SqliteStore) -> tuple[dict[bytes, bytes], list[RoomView]]:
+def _orgs(config: DaemonConfig, store: SqliteStore) -> dict[bytes, OrgState]:
+    """The listed organisations' states (the list is read and checked once per call)."""
     flist = _trusted_list(config)
-    orgs = org_states(store, [o.org_id for o in flist.organisations] if flist else [])
-    return device_orgs(orgs), room_views(store, orgs)
+    return org_states(store, [o.org_id for o in flist.organisations] if flist else [])
+
+
+def _views(config: DaemonConfig, store: SqliteStore) -> list[RoomView]:
+    return room_views(store, _orgs(config, store))
 
 
 def _devices(values: list[str]) -> list[bytes]:
@@ -248,11 +249,6 @@ def _existing_keyring(config: DaemonConfig, identity: Identity) -> FileKeyring |
     return FileKeyring(path, identity) if path.exists() else None
 
 
-def _orgs(config: DaemonConfig, store: SqliteStore) -> dict[bytes, OrgState]:
-    flist = _trusted_list(config)
-    return org_states(store, [o.org_id for o in flist.organisations] if flist else [])
-
-
 def cmd_retention_purge(config: DaemonConfig, args: argparse.Namespace) -> int:
     gov = _gov(config)
     now = _now_ms()
@@ -292,14 +288,16 @@ def cmd_erase(config: DaemonConfig, args: argparse.Namespace) -> int:
     with writer_lock(config.data_dir), _open_store(config) as store, \
             _open_audit(config) as audit, contextlib.ExitStack() as stack:
         identity = load_identity(config.key)
+        orgs = _orgs(config, store)
         if persons:
-            devices += _person_devices(_orgs(config, store), persons)
+            devices += _person_devices(orgs, persons)
         # Crypto-shredding: forget the epochs only the erased content needed in the
-        # daemon's keyring (data_dir/keyring.db), if this node has one; the keys it
-        # still holds first let the attachments of the erased messages be found.
-        secrets = daemon_keyring(config, identity)  # created if missing: shredding sticks
+        # daemon's keyring (data_dir/keyring.db, created if missing so the shredding
+        # sticks); the keys it still holds first let the attachments of the erased
+        # messages be found.
+        secrets = daemon_keyring(config, identity)
         blobs = stack.enter_context(_open_blobs(config))
-        views = room_views(store, _orgs(config, store))
+        views = room_views(store, orgs)
         keys = epoch_keys(views, identity, secrets) if blobs is not None else {}
         stone = erase_person(store, devices, identity, args.request, now, now,
                              secrets=secrets, audit=audit, blobs=blobs, keys=keys)
@@ -336,7 +334,7 @@ def cmd_export_room(config: DaemonConfig, args: argparse.Namespace) -> int:
     _gov(config)
     topic = config.topic_by_name(args.topic)
     with _open_store(config) as store:
-        _, views = _views(config, store)
+        views = _views(config, store)
         view = next((v for v in views if v.topic == topic), None)
         if view is None:
             raise StoreError(f"no room with topic {topic.hex()[:16]} is stored on this node")
@@ -356,9 +354,10 @@ def cmd_export_person(config: DaemonConfig, args: argparse.Namespace) -> int:
     if not devices and not persons:
         raise ConfigError("export person: give at least one --device or --person")
     with _open_store(config) as store:
+        orgs = _orgs(config, store)
         if persons:
-            devices += _person_devices(_orgs(config, store), persons)
-        _, views = _views(config, store)
+            devices += _person_devices(orgs, persons)
+        views = room_views(store, orgs)
         with _open_blobs(config) as blobs:
             bundle = export_person(store, devices, views, _reader(args), _now_ms(),
                                    blobs=blobs)
@@ -449,7 +448,7 @@ def cmd_exposure(config: DaemonConfig, args: argparse.Namespace) -> int:
     _gov(config)
     device = parse_key_hex(args.device, "--device")
     with _open_store(config) as store:
-        _, views = _views(config, store)
+        views = _views(config, store)
     rooms = device_exposure(device, views)
     print(f"device {short_id(device)}: {len(rooms)} rooms")
     for room in rooms:

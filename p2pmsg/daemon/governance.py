@@ -86,6 +86,7 @@ from ..messaging.timeline import open_epoch_key
 from ..messenger.invitations import open_invitation
 from ..messenger.keyring import Keyring
 from ..store.base import Store
+from ..store.tail import TopicTail
 from .logsetup import event
 from .rooms import StoreRooms
 
@@ -279,16 +280,8 @@ def load_federation_file(path: Path) -> bytes:
 
 def org_states(store: Store, orgs: list[bytes]) -> dict[bytes, OrgState]:
     """Resolve each organisation's control topic from the store."""
-    out: dict[bytes, OrgState] = {}
-    for org in orgs:
-        topic = control_topic(org)
-        items = []
-        for head in store.heads(topic):
-            for entry in store.get_range(head.author, topic, 1, head.seq):
-                value = store.get_payload(entry.id)
-                items.append((entry, value if isinstance(value, bytes) else None))
-        out[org] = OrgState.from_entries(org, items)
-    return out
+    return {org: OrgState.from_entries(org, TopicTail().pull(store, control_topic(org)))
+            for org in orgs}
 
 
 def room_views(store: Store, orgs: Mapping[bytes, OrgState]) -> list[RoomView]:
@@ -298,12 +291,7 @@ def room_views(store: Store, orgs: Mapping[bytes, OrgState]) -> list[RoomView]:
     for topic in store.topics():
         if topic in controls:
             continue
-        items = []
-        for head in store.heads(topic):
-            for entry in store.get_range(head.author, topic, 1, head.seq):
-                value = store.get_payload(entry.id)
-                items.append((entry, value if isinstance(value, bytes) else None))
-        view = resolve_room(topic, items, orgs)
+        view = resolve_room(topic, TopicTail().pull(store, topic), orgs)
         if view.exists:
             views.append(view)
     return views
