@@ -54,6 +54,7 @@ import trio
 
 from ..blobs import BlobStore
 from ..certs import PERSON_ID_SIZE
+from ..entry import Entry
 from ..errors import DecodeError, P2PMsgError, Reason
 from ..governance.attachments import BlobExpiry, expire_blobs
 from ..governance.audit import AuditKind, AuditLog
@@ -410,6 +411,9 @@ class Governance:
         self.redactions_applied = 0
         """Counts since start (metrics)."""
         self._rooms = StoreRooms(store)
+        self._invite_tail = TopicTail()
+        self._invite_pending: list[tuple[Entry, bytes]] = []
+        """Invitations whose author was not certified here yet (:meth:`invited_rooms`)."""
         self._last_views: dict[bytes, RoomView] = {}
         """The stored rooms' views, kept up to date incrementally (daemon/rooms.py)."""
         self._recorded = recorded_refs(self.audit)
@@ -495,35 +499,36 @@ class Governance:
             self.redactions_applied += self.enforce_redactions(changed)
         return len(views)
 
-    def invited_rooms(self, org_id: bytes, seen: set[bytes]) -> list[bytes]:
-        """Rooms this node was invited to (invitations sealed to its key in its
+    def invited_rooms(self, org_id: bytes) -> list[bytes]:
+        """Rooms this node was newly invited to (invitations sealed to its key in its
         organisation's control topic — a room admin's ``add_relay`` or ``add_member``
         writes one), from an active device of a listed organisation; each is made
         known to the policy (:meth:`~p2pmsg.governance.GovernancePolicy.expect_room`)
-        so the node may ask its peers for it. ``seen``: invitation entry ids already
-        handled (updated). For nodes without the API's messenger, which does the same
-        for its device (:meth:`p2pmsg.messenger.Messenger.accept_invitations`)."""
-        orgs = self._orgs()
+        so the node may ask its peers for it. Reads only the control-topic entries
+        new since the last call, plus those whose author was not yet certified here.
+        For nodes without the API's messenger, which does the same for its device
+        (:meth:`p2pmsg.messenger.Messenger.accept_invitations`)."""
+        own = self.identity.public_key
+        new = [(e, p) for e, p in self._invite_tail.pull(self.store, control_topic(org_id))
+               if e.author != own and p is not None]
+        candidates = self._invite_pending + new
+        if not candidates:
+            return []
         now = self.clock()
-        active = {device: org for org, state in orgs.items()
+        active = {device: org for org, state in self._orgs().items()
                   for device in state.active_devices(now)}
         rooms: list[bytes] = []
-        topic = control_topic(org_id)
-        for head in self.store.heads(topic):
-            if head.author == self.identity.public_key:
+        self._invite_pending = []
+        for entry, payload in candidates:
+            inviter_org = active.get(entry.author)
+            if inviter_org is None:  # not yet certified here: looked at again next time
+                self._invite_pending.append((entry, payload))
                 continue
-            for entry in self.store.get_range(head.author, topic, 1, head.seq):
-                inviter_org = active.get(entry.author)
-                if entry.id in seen or inviter_org is None:
-                    continue  # not yet certified here: looked at again next time
-                seen.add(entry.id)
-                payload = self.store.get_payload(entry.id)
-                invitation = (open_invitation(self.identity, payload)
-                              if isinstance(payload, bytes) else None)
-                if invitation is not None:
-                    self.policy.expect_room(invitation.topic,
-                                            (inviter_org, org_id, *invitation.orgs))
-                    rooms.append(invitation.topic)
+            invitation = open_invitation(self.identity, payload)
+            if invitation is not None:
+                self.policy.expect_room(invitation.topic,
+                                        (inviter_org, org_id, *invitation.orgs))
+                rooms.append(invitation.topic)
         return rooms
 
     def enforce_redactions(self, views: list[RoomView]) -> int:

@@ -175,9 +175,8 @@ class _CountingGovernance(Governance):
 async def _take_invitations(node: Node, gov: Governance, org_id: bytes) -> None:
     """Replicate the rooms this node is invited to (a relay declared by a room admin)
     — what the API's messenger does for a device, for a node running without it."""
-    seen: set[bytes] = set()
     while True:
-        rooms = gov.invited_rooms(org_id, seen)
+        rooms = gov.invited_rooms(org_id)
         added = node.add_topics(rooms) if rooms else []
         if added:
             event("rooms_invited", rooms=len(added))
