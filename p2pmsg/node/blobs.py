@@ -73,7 +73,7 @@ from ..blobs.transfer import (
 )
 from ..errors import DecodeError, P2PMsgError, RemoteProtocolError
 from ..messaging.payloads import Sealed, decode_room_payload
-from ..store.base import PayloadState
+from ..store.tail import TopicTail
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -476,10 +476,9 @@ class RelayBlobFetcher:
         self.topics = None if topics is None else frozenset(topics)
         self.authors: Mapping[bytes, bytes] = authors if authors is not None else {}
         self.fetch_timeout = fetch_timeout
-        self._scanned: dict[tuple[bytes, bytes], int] = {}
-        """(topic, author) -> highest seq scanned."""
-        self._pending: set[bytes] = set()
-        """Entries scanned while their payload was still missing: scanned again."""
+        self._tails: dict[bytes, TopicTail] = {}
+        """How far each topic was scanned (entries whose payload was still missing
+        come again when it arrives)."""
         self._wanted: dict[bytes, BlobRef] = {}
         """root -> the first ref naming it, until fetched or refused."""
         self._refused: set[bytes] = set()
@@ -493,24 +492,17 @@ class RelayBlobFetcher:
     def _new_entry_ids(self) -> list[bytes]:
         store = self.node.store
         topics = store.topics() if self.topics is None else sorted(self.topics)
-        ids, self._pending = sorted(self._pending), set()
+        ids: list[bytes] = []
         for topic in topics:
-            for head in store.heads(topic):
-                done = self._scanned.get((topic, head.author), 0)
-                if head.seq > done:
-                    ids += [e.id for e in store.get_range(head.author, topic, done + 1,
-                                                          head.seq)]
-                    self._scanned[(topic, head.author)] = head.seq
+            tail = self._tails.setdefault(topic, TopicTail())
+            ids += [e.id for e, payload in tail.pull(store, topic) if payload is not None]
         return ids
 
     def scan(self) -> list[BlobRef]:
         """Refs of newly stored entries whose blobs are not complete here; queued."""
         blobs = self.node._require_blob_store()
         found: list[BlobRef] = []
-        ids = self._new_entry_ids()
-        self._pending.update(eid for eid in ids
-                             if self.node.store.get_payload(eid) is PayloadState.MISSING)
-        for ref in clear_blob_refs(self.node.store, ids):
+        for ref in clear_blob_refs(self.node.store, self._new_entry_ids()):
             if ref.root in self._wanted or ref.root in self._refused:
                 continue
             held = blobs.room_of(ref.root)
