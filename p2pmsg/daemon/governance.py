@@ -89,6 +89,7 @@ from ..messenger.keyring import Keyring
 from ..store.base import Store
 from ..store.tail import TopicTail
 from .logsetup import event
+from .metrics import PurgeCounts
 from .rooms import StoreRooms
 
 __all__ = [
@@ -390,7 +391,7 @@ class Governance:
     """What ``p2pmsg run`` builds from ``[governance]``; close it after the node stops."""
 
     def __init__(self, config: GovernanceConfig, identity: Identity, store: Store,
-                 wall_clock: Callable[[], int]) -> None:
+                 wall_clock: Callable[[], int], *, counts: PurgeCounts | None = None) -> None:
         self.config = config
         self.identity = identity
         self.store = store
@@ -405,11 +406,8 @@ class Governance:
         self.policy = GovernancePolicy(self.registry, wall_clock, config.local)
         self._mtime: int | None = None
         self._stale_logged = False
-        self.last_run: RetentionRun | None = None
-        """What the last :meth:`purge` did."""
-        self.changes_audited = 0
-        self.redactions_applied = 0
-        """Counts since start (metrics)."""
+        self.counts = counts if counts is not None else PurgeCounts()
+        """What retention, redactions and the change audit did since start (metrics)."""
         self._rooms = StoreRooms(store)
         self._invite_tail = TopicTail()
         self._invite_pending: list[tuple[Entry, bytes]] = []
@@ -492,11 +490,11 @@ class Governance:
             self.policy.update_room(view)
         written = record_changes(self.audit, changed, orgs, self.clock(), self._recorded,
                                  since_ms=prune_cutoff(self.audit))
-        self.changes_audited += written
+        self.counts.changes += written
         if written:
             event("changes_audited", records=written)
         if changed:
-            self.redactions_applied += self.enforce_redactions(changed)
+            self.counts.redactions += self.enforce_redactions(changed)
         return len(views)
 
     def invited_rooms(self, org_id: bytes) -> list[bytes]:
@@ -549,8 +547,10 @@ class Governance:
         run = run_retention(self.config, self.store, self.clock(), identity=self.identity,
                             orgs=self._orgs(), audit=self.audit, blobs=self.blobs,
                             keyring=self.keyring)
-        self.last_run = run
         plan = run.plan
+        self.counts.record(len(plan.erase), plan.held,
+                           blobs=plan.blobs_deleted + len(run.expired.deleted),
+                           keys=run.keys_forgotten, audit_pruned=run.audit_pruned)
         event("purge", erased=len(plan.erase), held=plan.held,
               kept_structure=plan.kept_structure, blobs=plan.blobs_deleted,
               blobs_expired=len(run.expired.deleted), audit_pruned=run.audit_pruned,

@@ -47,7 +47,7 @@ import trio
 from ..blobs import BlobStore
 from ..certs import decode_certificate, verify_certificate
 from ..errors import CertificateError, DecodeError, Reason, TransportError
-from ..governance.retention import PurgePlan, device_orgs
+from ..governance.retention import device_orgs
 from ..identity import Identity, short_id
 from ..keyfile import load_identity
 from ..messaging.org import control_topic
@@ -61,7 +61,7 @@ from ..store.base import LogHead
 from ..store.sqlite import SqliteStore
 from .api import daemon_keyring, known_orgs, node_topics, serve_local_api
 from .config import ConfigError, DaemonConfig
-from .governance import Governance, GovernanceConfig, org_states
+from .governance import Governance, org_states
 from .logsetup import event
 from .metrics import PurgeCounts, SyncLagTracker, serve_metrics
 from .progress import report_initial_sync
@@ -145,31 +145,6 @@ def _ports(transports: list[Transport]) -> dict[str, int]:
             if port.isdigit():
                 ports.setdefault(t.scheme, int(port))
     return ports
-
-
-class _CountingGovernance(Governance):
-    """:class:`Governance` whose timer-driven purges are counted for the metrics."""
-
-    def __init__(self, config: GovernanceConfig, identity: Identity, store: SqliteStore,
-                 wall_clock: Callable[[], int], *, counts: PurgeCounts) -> None:
-        super().__init__(config, identity, store, wall_clock)
-        self.purge_counts = counts
-
-    def purge(self) -> PurgePlan:
-        plan = super().purge()
-        run = self.last_run
-        self.purge_counts.record(
-            len(plan.erase), plan.held,
-            blobs=plan.blobs_deleted + (len(run.expired.deleted) if run else 0),
-            keys=run.keys_forgotten if run else 0, audit_pruned=run.audit_pruned if run else 0)
-        return plan
-
-    def refresh_rooms(self) -> int:
-        count = super().refresh_rooms()
-        if hasattr(self, "purge_counts"):  # None during Governance.__init__
-            self.purge_counts.redactions = self.redactions_applied
-            self.purge_counts.changes = self.changes_audited
-        return count
 
 
 async def _take_invitations(node: Node, gov: Governance, org_id: bytes) -> None:
@@ -314,8 +289,8 @@ async def run_daemon(
                 policy = build_policy(config)
                 if config.governance is not None:
                     purges = PurgeCounts()
-                    gov = _CountingGovernance(config.governance, identity, store,
-                                              system_wall_ms, counts=purges)
+                    gov = Governance(config.governance, identity, store, system_wall_ms,
+                                     counts=purges)
                     closing.callback(gov.close)
                     policy = gov.policy
                     gov.check_fresh()
