@@ -415,6 +415,8 @@ class Governance:
         self._last_views: dict[bytes, RoomView] = {}
         """The stored rooms' views, kept up to date incrementally (daemon/rooms.py)."""
         self._recorded = recorded_refs(self.audit)
+        self._cutoff = prune_cutoff(self.audit)
+        """The audit log's last prune cut-off (changes before it are not re-recorded)."""
         """Refs of the membership/key/device changes already in the audit log."""
         self.reload(force=True)
         self.refresh_rooms()
@@ -489,7 +491,7 @@ class Governance:
         for view in changed:
             self.policy.update_room(view)
         written = record_changes(self.audit, changed, orgs, self.clock(), self._recorded,
-                                 since_ms=prune_cutoff(self.audit))
+                                 since_ms=self._cutoff)
         self.counts.changes += written
         if written:
             event("changes_audited", records=written)
@@ -548,6 +550,8 @@ class Governance:
                             orgs=self._orgs(), audit=self.audit, blobs=self.blobs,
                             keyring=self.keyring)
         plan = run.plan
+        if run.audit_pruned:
+            self._cutoff = prune_cutoff(self.audit)
         self.counts.record(len(plan.erase), plan.held,
                            blobs=plan.blobs_deleted + len(run.expired.deleted),
                            keys=run.keys_forgotten, audit_pruned=run.audit_pruned)
